@@ -1,0 +1,151 @@
+"""The `text2earth` console script: thin subcommands over the library.
+
+Bad input (unknown model folder, hub id without a local copy, bad level, missing file) prints one
+line on stderr and exits with code 2, without a traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from collections.abc import Callable, Sequence
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")  # never reach for the hub at run time
+
+USER_ERRORS: tuple[type[BaseException], ...] = (ValueError, FileNotFoundError, NotADirectoryError)
+
+
+def _generate(args: argparse.Namespace) -> int:
+    from text2earth.generate import generate_to_folder
+
+    written = generate_to_folder(
+        prompts=args.prompt,
+        model=args.model,
+        out_dir=args.out,
+        level=args.level,
+        gsd_m=args.gsd,
+        n=args.n,
+        seed=args.seed,
+        steps=args.steps,
+        guidance=args.guidance,
+        level_guidance=args.level_guidance,
+        negative_prompt=args.negative,
+        scheduler=args.scheduler,
+        height=args.height,
+        width=args.width,
+        device=args.device,
+    )
+    print(f"wrote {len(written) - 1} images and {written[-1]}")
+    return 0
+
+
+def _train(args: argparse.Namespace) -> int:
+    from text2earth.train import main
+
+    main(args.overrides)
+    return 0
+
+
+def _export(args: argparse.Namespace) -> int:
+    from text2earth.export import export_checkpoint
+
+    out = export_checkpoint(args.checkpoint, args.out, use_ema=not args.no_ema)
+    print(f"exported {args.checkpoint} -> {out}")
+    return 0
+
+
+def _info(args: argparse.Namespace) -> int:
+    from text2earth.models.components import count_parameters
+
+    counts = count_parameters(args.preset)
+    for name, value in counts.items():
+        print(f"{name:>13}: {value / 1e6:10.1f} M")
+    return 0
+
+
+def _build_embedded(args: argparse.Namespace) -> int:
+    from data_modules.embedded import build_embedded_shards
+
+    manifest = build_embedded_shards(args.out, tile_size=args.tile)
+    print(f"wrote {manifest.get('total', manifest)} samples to {args.out}")
+    return 0
+
+
+def _level_or_gsd(parser: argparse.ArgumentParser) -> None:
+    group = parser.add_mutually_exclusive_group()
+    group.add_argument("--gsd", type=float, help="ground sample distance in metres per pixel (e.g. 0.5)")
+    group.add_argument("--level", type=float, help="zoom level 0..24 (17 = 1 m/px; 0 = unknown)")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="text2earth", description="Text-driven remote-sensing image generation.")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    gen = sub.add_parser("generate", help="text -> images at a chosen ground resolution")
+    gen.add_argument("prompt", nargs="+", help="one or more captions (the published '17_GOOGLE_LEVEL_...' form works too)")
+    gen.add_argument("--model", required=True, help="local model folder in the published Text2Earth layout")
+    _level_or_gsd(gen)
+    gen.add_argument("--n", type=int, default=4, help="images per prompt")
+    gen.add_argument("--seed", type=int, default=0, help="seed of the first image; image i uses seed + i")
+    gen.add_argument("--steps", type=int, default=50)
+    gen.add_argument("--guidance", type=float, default=4.0, help="classifier-free guidance scale")
+    gen.add_argument("--level-guidance", type=float, default=None, help="separate guidance scale for the resolution")
+    gen.add_argument("--negative", default=None, help="negative prompt (replaces the empty unconditional caption)")
+    gen.add_argument("--scheduler", default=None, help="euler | ddim | dpmpp_2m | ddpm (default: the folder's)")
+    gen.add_argument("--height", type=int, default=None)
+    gen.add_argument("--width", type=int, default=None)
+    gen.add_argument("--device", default=None, help="cpu | cuda (default: cuda when available)")
+    gen.add_argument("--out", required=True, help="output folder")
+    gen.set_defaults(func=_generate)
+
+    train = sub.add_parser("train", help="train with Hydra: text2earth train experiment=demo key=value ...")
+    train.add_argument("overrides", nargs=argparse.REMAINDER, help="Hydra overrides")
+    train.set_defaults(func=_train)
+
+    export = sub.add_parser("export", help="training checkpoint -> diffusers folder (EMA weights, safetensors)")
+    export.add_argument("checkpoint")
+    export.add_argument("--out", required=True)
+    export.add_argument("--no-ema", action="store_true", help="export the raw trained weights instead of the EMA")
+    export.set_defaults(func=_export)
+
+    info = sub.add_parser("info", help="parameter counts of a model preset")
+    info.add_argument("--preset", default="text2earth_sd2")
+    info.set_defaults(func=_info)
+
+    data = sub.add_parser("data", help="dataset tools")
+    data_sub = data.add_subparsers(dest="data_command", required=True)
+    emb = data_sub.add_parser("build-embedded", help="cut the real Landsat-8 / Sentinel-2 scenes into shards")
+    emb.add_argument("--out", default="data/embedded")
+    emb.add_argument("--tile", type=int, default=64)
+    emb.set_defaults(func=_build_embedded)
+
+    for register in _plugin_registrars():
+        register(sub)
+    return parser
+
+
+def _plugin_registrars() -> list[Callable[[argparse._SubParsersAction], None]]:
+    registrars = []
+    try:
+        from text2earth.enhance.cli import register as register_enhance
+
+        registrars.append(register_enhance)
+    except ImportError:  # the enhancement package is optional at import time
+        pass
+    return registrars
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        code = args.func(args)
+    except USER_ERRORS as exc:
+        print(f"text2earth: error: {exc}", file=sys.stderr)
+        return 2
+    return int(code or 0)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

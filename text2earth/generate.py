@@ -1,0 +1,77 @@
+"""Generate images from text into a folder: one PNG per image (prompt, level, gsd, seed in its text
+chunks) plus a grid. Used by `text2earth generate` and the demo."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+
+from text2earth.imageio import make_grid, save_png
+from text2earth.resolution import level_to_gsd
+
+
+def pick_device(device: str | None) -> torch.device:
+    if device:
+        return torch.device(device)
+    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
+def generate_to_folder(
+    prompts: list[str],
+    model: str,
+    out_dir: str,
+    level: float | None = None,
+    gsd_m: float | None = None,
+    n: int = 4,
+    seed: int = 0,
+    steps: int = 50,
+    guidance: float = 4.0,
+    level_guidance: float | None = None,
+    negative_prompt: str | None = None,
+    scheduler: str | None = None,
+    height: int | None = None,
+    width: int | None = None,
+    device: str | None = None,
+) -> list[Path]:
+    """Write ``n`` images per prompt and ``grid.png``; return the paths (grid last)."""
+    from text2earth.pipelines.text2img import Text2EarthPipeline
+
+    if not prompts:
+        raise ValueError("give at least one prompt")
+    if n < 1:
+        raise ValueError(f"--n must be at least 1, got {n}")
+    target = pick_device(device)
+    dtype = torch.bfloat16 if target.type == "cuda" else None
+    pipe = Text2EarthPipeline.from_pretrained(model, scheduler=scheduler, torch_dtype=dtype).to(target)
+    # One generator per image, seeded seed + i: any single image can be reproduced alone.
+    generators = [torch.Generator(device="cpu").manual_seed(seed + i) for i in range(n * len(prompts))]
+    result = pipe(
+        prompts,
+        level=level,
+        gsd_m=gsd_m,
+        num_images_per_prompt=n,
+        num_inference_steps=steps,
+        guidance_scale=guidance,
+        level_guidance_scale=level_guidance,
+        negative_prompt=negative_prompt,
+        generator=generators,
+        height=height,
+        width=width,
+    )
+    out = Path(out_dir)
+    written = []
+    for i, (image, caption, lvl) in enumerate(zip(result.images, result.prompts, result.levels)):
+        gsd = level_to_gsd(lvl)
+        text = {
+            "prompt": caption,
+            "level": f"{lvl:g}",
+            "gsd_m": "unknown" if gsd is None else f"{gsd:g}",
+            "seed": str(seed + i),
+            "model": str(model),
+            "steps": str(steps),
+            "guidance": f"{guidance:g}",
+        }
+        written.append(save_png(image, out / f"{i:03d}_L{lvl:g}_seed{seed + i}.png", text))
+    written.append(save_png(make_grid(result.images, nrow=n), out / "grid.png", {"prompts": " | ".join(prompts)}))
+    return written

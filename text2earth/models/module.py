@@ -1,0 +1,179 @@
+"""LatentDiffusionModule: the Lightning training module for Text2Earth-style latent diffusion.
+
+Frozen VAE and text encoder, trainable UNet conditioned on caption (cross-attention) and zoom level
+(class embedding). The module is built from plain config (``_recursive_: false`` in Hydra) so a
+checkpoint alone rebuilds it: ``LatentDiffusionModule.load_from_checkpoint(path)``.
+
+Batch contract (see data_modules): ``pixel_values`` (B,3,H,W in [-1,1]) *or* ``latents`` (B,4,h,w,
+already multiplied by the VAE scaling factor: a latent cache skips the VAE), ``caption`` (list of str)
+*or* ``encoder_hidden_states`` (cached text features), and ``level`` (B floats, 0 = unknown).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import hydra
+import lightning as L
+import torch
+import torch.nn.functional as F
+from diffusers import DDPMScheduler, EulerDiscreteScheduler
+from diffusers.models.attention_processor import AttnProcessor2_0
+
+from text2earth.config import to_plain as _plain
+from text2earth.models.components import Components, build_components
+from text2earth.models.conditioning import drop_conditions, encode_text, level_class_labels
+from text2earth.models.losses import diffusion_target, min_snr_weights, sample_noise
+
+FROZEN_PARTS = ("vae", "text_encoder")
+
+
+class LatentDiffusionModule(L.LightningModule):
+    def __init__(
+        self,
+        components: dict[str, Any],
+        optimizer: dict[str, Any],
+        lr_scheduler: dict[str, Any] | None = None,
+        p_text: float = 0.1,
+        p_level: float = 0.1,
+        snr_gamma: float | None = 5.0,
+        noise_offset: float = 0.0,
+        gradient_checkpointing: bool = False,
+        compile: bool = False,
+        save_frozen_in_checkpoint: bool = True,
+    ) -> None:
+        super().__init__()
+        self.save_hyperparameters()
+        # Plain containers only, so checkpoints load with torch.load(weights_only=True).
+        for key in list(self.hparams):
+            self.hparams[key] = _plain(self.hparams[key])
+        parts: Components = build_components(**_plain(components))
+        self.vae = parts.vae
+        self.text_encoder = parts.text_encoder
+        self.unet = parts.unet
+        self.tokenizer = parts.tokenizer
+        self.level_scale = parts.level_scale
+        # Training always uses the DDPM forward process of the model's own beta schedule.
+        self.noise_scheduler = DDPMScheduler.from_config(parts.scheduler.config)
+        for frozen in (self.vae, self.text_encoder):
+            frozen.requires_grad_(False)
+            frozen.eval()
+        self.unet.set_attn_processor(AttnProcessor2_0())  # PyTorch SDPA kernels
+        if gradient_checkpointing:
+            self.unet.enable_gradient_checkpointing()
+        if compile:
+            self.unet.compile()  # in place: state-dict keys stay those of the plain UNet
+        # Frozen weights that come from a folder are rebuilt from config on load, not re-saved.
+        self.strict_loading = save_frozen_in_checkpoint
+        self._null_text: torch.Tensor | None = None
+
+    # -- frozen parts -----------------------------------------------------------------------------
+    def train(self, mode: bool = True) -> LatentDiffusionModule:
+        super().train(mode)
+        for frozen in (self.vae, self.text_encoder):
+            frozen.eval()  # never leave eval mode, whatever Lightning toggles
+        return self
+
+    def on_fit_start(self) -> None:
+        # Under bf16/fp16 mixed precision the frozen nets run entirely in that dtype: half the memory.
+        dtype = {"bf16-mixed": torch.bfloat16, "16-mixed": torch.float16}.get(str(self.trainer.precision))
+        if dtype is not None:
+            self.vae.to(dtype=dtype)
+            self.text_encoder.to(dtype=dtype)
+
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        if not self.hparams.save_frozen_in_checkpoint:
+            state = checkpoint["state_dict"]
+            for key in [k for k in state if k.split(".", 1)[0] in FROZEN_PARTS]:
+                del state[key]
+
+    @property
+    def components(self) -> Components:
+        """The current parts, for pipelines and export (shared, not copied)."""
+        scheduler = EulerDiscreteScheduler.from_config(self.noise_scheduler.config)
+        return Components(self.vae, self.text_encoder, self.tokenizer, self.unet, scheduler, self.level_scale)
+
+    # -- conditioning -----------------------------------------------------------------------------
+    @torch.no_grad()
+    def encode_images(self, pixel_values: torch.Tensor) -> torch.Tensor:
+        pixels = pixel_values.to(device=self.device, dtype=self.vae.dtype)
+        latents = self.vae.encode(pixels).latent_dist.sample()
+        return latents.float() * self.vae.config.scaling_factor
+
+    def null_text_embedding(self) -> torch.Tensor:
+        if self._null_text is None or self._null_text.device != self.device:
+            self._null_text = encode_text(self.text_encoder, self.tokenizer, [""], self.device).float()
+        return self._null_text
+
+    def conditions(self, batch: dict[str, Any], drop: bool) -> tuple[torch.Tensor, torch.Tensor]:
+        """Text features and class labels for a batch, with independent dropout when ``drop``."""
+        levels = torch.as_tensor(batch["level"], dtype=torch.float32, device=self.device)
+        p_text, p_level = (self.hparams.p_text, self.hparams.p_level) if drop else (0.0, 0.0)
+        if "encoder_hidden_states" in batch:
+            text = batch["encoder_hidden_states"].to(self.device).float()
+            dropped, levels = drop_conditions([" "] * len(levels), levels, p_text, p_level)
+            mask = torch.tensor([c == "" for c in dropped], device=self.device)
+            text = torch.where(mask[:, None, None], self.null_text_embedding().expand_as(text), text)
+        else:
+            captions, levels = drop_conditions(batch["caption"], levels, p_text, p_level)
+            text = encode_text(self.text_encoder, self.tokenizer, captions, self.device).float()
+        return text, level_class_labels(levels, self.level_scale).to(self.device)
+
+    # -- objective --------------------------------------------------------------------------------
+    def diffusion_loss(
+        self, batch: dict[str, Any], drop: bool = True, generator: torch.Generator | None = None
+    ) -> torch.Tensor:
+        if "latents" in batch:
+            latents = batch["latents"].to(self.device).float()
+        else:
+            latents = self.encode_images(batch["pixel_values"])
+        text, class_labels = self.conditions(batch, drop)
+        noise = sample_noise(latents, self.hparams.noise_offset, generator)
+        n_steps = self.noise_scheduler.config.num_train_timesteps
+        timesteps = torch.randint(0, n_steps, (latents.shape[0],), device=self.device, generator=generator)
+        noisy = self.noise_scheduler.add_noise(latents, noise, timesteps)
+        prediction = self.unet(noisy, timesteps, encoder_hidden_states=text, class_labels=class_labels).sample
+        target = diffusion_target(self.noise_scheduler, latents, noise, timesteps)
+        per_sample = F.mse_loss(prediction.float(), target.float(), reduction="none").mean(dim=(1, 2, 3))
+        weights = min_snr_weights(self.noise_scheduler, timesteps, self.hparams.snr_gamma)
+        return (per_sample * weights).mean()
+
+    def training_step(self, batch: dict[str, Any], batch_idx: int) -> torch.Tensor:
+        loss = self.diffusion_loss(batch, drop=True)
+        batch_size = len(batch["level"])
+        self.log("train/loss", loss, prog_bar=True, batch_size=batch_size)
+        return loss
+
+    def validation_step(self, batch: dict[str, Any], batch_idx: int) -> torch.Tensor:
+        # Fixed noise and timesteps per batch index, so val/loss curves compare across steps.
+        generator = torch.Generator(device=self.device).manual_seed(1000 + batch_idx)
+        loss = self.diffusion_loss(batch, drop=False, generator=generator)
+        self.log("val/loss", loss, prog_bar=True, sync_dist=True, batch_size=len(batch["level"]))
+        return loss
+
+    # -- optimisation -----------------------------------------------------------------------------
+    def configure_optimizers(self) -> Any:
+        params = [p for p in self.unet.parameters() if p.requires_grad]
+        opt_cfg = dict(_plain(self.hparams.optimizer))
+        if opt_cfg.get("_target_", "").endswith("AdamW") and "fused" not in opt_cfg:
+            opt_cfg["fused"] = self.device.type == "cuda"  # one kernel per step on GPU
+        optimizer = hydra.utils.instantiate(opt_cfg, params=params)
+        if not self.hparams.lr_scheduler:
+            return optimizer
+        sched_cfg = dict(_plain(self.hparams.lr_scheduler))
+        if sched_cfg.get("num_training_steps") in (None, -1):
+            sched_cfg["num_training_steps"] = int(self.trainer.estimated_stepping_batches)
+        scheduler = hydra.utils.instantiate(sched_cfg, optimizer=optimizer)
+        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
+
+    # -- export -----------------------------------------------------------------------------------
+    def export(self, folder: str | Path) -> Path:
+        """Write a diffusers folder in the published layout (safetensors) that pipelines load."""
+        from text2earth.pipelines.text2img import Text2EarthPipeline
+
+        pipe = Text2EarthPipeline.from_components(self.components)
+        folder = Path(folder)
+        folder.mkdir(parents=True, exist_ok=True)
+        pipe.save_pretrained(folder, safe_serialization=True)
+        return folder
