@@ -55,7 +55,7 @@ class EMA(L.Callback):
         if not self.shadow:
             self.shadow = {n: p.detach().float().clone() for n, p in params.items()}
         else:  # restored from a checkpoint: move to the module's device
-            self.shadow = {n: t.to(p.device) for (n, t), p in zip(self.shadow.items(), params.values())}
+            self.shadow = {n: t.to(params[n].device) for n, t in self.shadow.items()}
 
     @torch.no_grad()
     def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, *args: Any) -> None:

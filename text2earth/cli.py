@@ -137,11 +137,16 @@ def _plugin_registrars() -> list[Callable[[argparse._SubParsersAction], None]]:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.disable_progress_bar()  # weight-loading bars would bury our own output
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
         code = args.func(args)
     except USER_ERRORS as exc:
+        if os.environ.get("TEXT2EARTH_DEBUG"):
+            raise
         print(f"text2earth: error: {exc}", file=sys.stderr)
         return 2
     return int(code or 0)

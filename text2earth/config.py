@@ -3,11 +3,10 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 from hydra import compose, initialize_config_dir
 from hydra.core.hydra_config import HydraConfig
-from typing import Any
-
 from omegaconf import DictConfig, ListConfig, OmegaConf, open_dict
 
 # conf/ sits at the repository root (the project is installed editable, see README).

@@ -8,7 +8,7 @@ from pathlib import Path
 import torch
 
 from text2earth.imageio import make_grid, save_png
-from text2earth.resolution import level_to_gsd
+from text2earth.resolution import level_to_gsd, resolve_levels
 
 
 def pick_device(device: str | None) -> torch.device:
@@ -41,6 +41,7 @@ def generate_to_folder(
         raise ValueError("give at least one prompt")
     if n < 1:
         raise ValueError(f"--n must be at least 1, got {n}")
+    resolve_levels(len(prompts), level, gsd_m)  # bad resolution input fails before any model loads
     target = pick_device(device)
     dtype = torch.bfloat16 if target.type == "cuda" else None
     pipe = Text2EarthPipeline.from_pretrained(model, scheduler=scheduler, torch_dtype=dtype).to(target)
@@ -61,7 +62,7 @@ def generate_to_folder(
     )
     out = Path(out_dir)
     written = []
-    for i, (image, caption, lvl) in enumerate(zip(result.images, result.prompts, result.levels)):
+    for i, (image, caption, lvl) in enumerate(zip(result.images, result.prompts, result.levels, strict=True)):
         gsd = level_to_gsd(lvl)
         text = {
             "prompt": caption,

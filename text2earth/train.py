@@ -5,6 +5,9 @@
 
 from __future__ import annotations
 
+import json
+import os
+import platform
 import sys
 import time
 from pathlib import Path
@@ -12,6 +15,8 @@ from typing import Any
 
 import hydra
 import lightning as L
+import torch
+from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, OmegaConf
 
 from text2earth.config import CONF_DIR
@@ -36,15 +41,27 @@ def train(cfg: DictConfig) -> dict[str, Any]:
         logger.log_hyperparams(OmegaConf.to_container(cfg, resolve=True))
     start = time.perf_counter()
     trainer.fit(model, datamodule=datamodule, ckpt_path=cfg.get("ckpt_path"))
-    metrics = {k: float(v) for k, v in trainer.callback_metrics.items()}
-    return {
-        "metrics": metrics,
-        "wall_s": time.perf_counter() - start,
+    summary = {
+        "task_name": cfg.get("task_name"),
         "global_step": trainer.global_step,
-        "output_dir": str(Path(cfg.paths.output_dir)),
-        "trainer": trainer,
-        "model": model,
+        "wall_s": round(time.perf_counter() - start, 1),
+        "metrics": {k: float(v) for k, v in trainer.callback_metrics.items()},
+        "hardware": hardware_description(trainer),
+        "overrides": list(HydraConfig.get().overrides.task) if HydraConfig.initialized() else [],
     }
+    output_dir = Path(cfg.paths.output_dir)
+    if trainer.is_global_zero:
+        output_dir.mkdir(parents=True, exist_ok=True)
+        (output_dir / "run_summary.json").write_text(json.dumps(summary, indent=2))
+    return {**summary, "output_dir": str(output_dir), "trainer": trainer, "model": model}
+
+
+def hardware_description(trainer: L.Trainer) -> str:
+    """What the run trained on, for recipes and READMEs."""
+    if trainer.strategy.root_device.type == "cuda":
+        name = torch.cuda.get_device_name(trainer.strategy.root_device)
+        return f"{trainer.world_size} x {name}"
+    return f"CPU: {platform.processor() or platform.machine()}, {os.cpu_count()} cores, torch {torch.__version__}"
 
 
 @hydra.main(config_path=str(CONF_DIR), config_name="train", version_base="1.3")

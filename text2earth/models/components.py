@@ -61,7 +61,7 @@ def check_model_folder(folder: str | Path, parts: tuple[str, ...] = SUBFOLDERS) 
         raise ModelFolderError(f"model folder {text!r} does not exist")
     missing = [p for p in parts if not (path / p).is_dir()]
     if missing:
-        raise ModelFolderError(f"{path} is not a Text2Earth/diffusers model folder: missing {', '.join(missing)}/")
+        raise ModelFolderError(f"{path} is not a Text2Earth/diffusers model folder: missing {', '.join(p + '/' for p in missing)}")
     return path
 
 

@@ -58,6 +58,6 @@ def drop_conditions(
     n = len(captions)
     drop_text = torch.rand(n, generator=generator) < p_text
     drop_level = torch.rand(n, generator=generator) < p_level
-    captions = ["" if drop else caption for caption, drop in zip(captions, drop_text.tolist())]
+    captions = ["" if drop else caption for caption, drop in zip(captions, drop_text.tolist(), strict=True)]
     levels = torch.where(drop_level.to(levels.device), torch.full_like(levels, UNKNOWN_LEVEL), levels)
     return captions, levels

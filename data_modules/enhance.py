@@ -1,0 +1,169 @@
+"""EnhanceDataModule: clean tiles from webdataset shards -> (degraded low-res, clean) training pairs.
+
+Training pairs are degraded afresh every time a tile is drawn (an endless supply of artefact combinations);
+validation pairs are fixed by (seed, sample key), so every validation run and the final measurement score the
+same inputs whatever the worker layout or order.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+from pathlib import Path
+from typing import Any
+
+import lightning as L
+import numpy as np
+import torch
+import webdataset as wds
+from torch.utils.data import DataLoader
+
+from text2earth.config import to_plain
+from text2earth.enhance.degradations import DegradationConfig, make_pair, sample_rng
+from text2earth.enhance.io import IMAGE_SUFFIXES, decode
+
+log = logging.getLogger(__name__)
+_IMAGE_EXTS = tuple(s.lstrip(".") for s in IMAGE_SUFFIXES)
+
+
+def _decode_tile(sample: dict[str, Any]) -> tuple[str, torch.Tensor]:
+    """(key, RGB float (3, H, W) in [0, 1]) from the first image member of a webdataset sample."""
+    ext = next((e for e in _IMAGE_EXTS if e in sample), None)
+    if ext is None:
+        raise ValueError(f"sample {sample.get('__key__')} has no image member")
+    rgb, _ = decode(sample[ext], IMAGE_SUFFIXES["." + ext])
+    return sample["__key__"], torch.from_numpy(rgb).permute(2, 0, 1).contiguous()
+
+
+def _crop(img: torch.Tensor, size: int | None, rng: np.random.Generator | None) -> torch.Tensor:
+    """Random crop (rng given) or centre crop to ``size``; smaller images are left whole."""
+    h, w = img.shape[-2:]
+    if not size or (h <= size and w <= size):
+        return img
+    size_h, size_w = min(size, h), min(size, w)
+    if rng is None:
+        top, left = (h - size_h) // 2, (w - size_w) // 2
+    else:
+        top, left = int(rng.integers(h - size_h + 1)), int(rng.integers(w - size_w + 1))
+    return img[:, top : top + size_h, left : left + size_w]
+
+
+class _TrainPairs:
+    """Picklable map for the train pipeline: augment (flips, 90-degree turns), crop, degrade."""
+
+    def __init__(self, scale: int, crop_size: int | None, cfg: DegradationConfig) -> None:
+        self.scale, self.crop_size, self.cfg = scale, crop_size, cfg
+        self._rng: tuple[int, np.random.Generator] | None = None
+
+    def rng(self) -> np.random.Generator:
+        # One generator per process, seeded from torch's per-worker seed: Lightning's seed_everything(workers=True)
+        # makes runs reproducible, and every worker (and epoch, for non-persistent workers) draws differently.
+        if self._rng is None or self._rng[0] != os.getpid():
+            self._rng = (os.getpid(), np.random.default_rng(torch.initial_seed()))
+        return self._rng[1]
+
+    def __call__(self, sample: dict[str, Any]) -> dict[str, Any]:
+        key, img = _decode_tile(sample)
+        rng = self.rng()
+        img = _crop(img, self.crop_size, rng)
+        if rng.random() < 0.5:
+            img = img.flip(-1)
+        img = torch.rot90(img, int(rng.integers(4)), dims=(-2, -1))
+        lq, gt = make_pair(img, self.scale, rng, self.cfg)
+        return {"lq": lq, "gt": gt, "key": key}
+
+
+class _ValPairs:
+    def __init__(self, scale: int, crop_size: int | None, cfg: DegradationConfig, seed: int) -> None:
+        self.scale, self.crop_size, self.cfg, self.seed = scale, crop_size, cfg, seed
+
+    def __call__(self, sample: dict[str, Any]) -> dict[str, Any]:
+        key, img = _decode_tile(sample)
+        lq, gt = make_pair(_crop(img, self.crop_size, None), self.scale, sample_rng(self.seed, key), self.cfg)
+        # The source (sensor) lets evaluations break figures down; absent in plain image shards.
+        source = json.loads(sample["json"]).get("source", "") if "json" in sample else ""
+        return {"lq": lq, "gt": gt, "key": key, "source": str(source)}
+
+
+def degradation_config(cfg: dict[str, Any] | None) -> DegradationConfig:
+    """A DegradationConfig from a (Hydra) dict; lists become the tuples the dataclass expects."""
+    plain = to_plain(cfg) or {}
+    return DegradationConfig(**{k: tuple(v) if isinstance(v, list) else v for k, v in plain.items()})
+
+
+class EnhanceDataModule(L.LightningDataModule):
+    def __init__(
+        self,
+        train_shards: str,
+        val_shards: str,
+        build_dir: str | None = None,
+        scale: int = 2,
+        crop_size: int | None = None,
+        batch_size: int = 16,
+        val_batch_size: int | None = None,
+        num_workers: int = 0,
+        shuffle_buffer: int = 1000,
+        val_seed: int = 1234,
+        degradation: dict[str, Any] | None = None,
+    ) -> None:
+        """``train_shards``/``val_shards``: shard specs (globs, braces); ``build_dir``: when the train shards are
+        missing, build the embedded real tiles there first (``data_modules.embedded.build_embedded_shards``);
+        ``crop_size``: clean-tile crop (random for training, centre for validation; None = whole tiles, which
+        must then share one size); ``degradation``: overrides of :class:`DegradationConfig`."""
+        super().__init__()
+        # Plain containers only: Lightning stores these in checkpoints, which must load with weights_only=True.
+        degradation = to_plain(degradation)
+        self.save_hyperparameters()
+        self.degradation = degradation_config(degradation)
+        self.train_urls: list[str] = []
+        self.val_urls: list[str] = []
+
+    def prepare_data(self) -> None:
+        from data_modules.shards import expand_shards
+
+        if self.hparams.build_dir and not expand_shards(self.hparams.train_shards):
+            from data_modules.embedded import build_embedded_shards
+
+            log.info("building the embedded tile shards in %s", self.hparams.build_dir)
+            build_embedded_shards(Path(self.hparams.build_dir))
+
+    def setup(self, stage: str | None = None) -> None:
+        from data_modules.shards import expand_shards
+
+        self.train_urls = [str(p) for p in expand_shards(self.hparams.train_shards)]
+        self.val_urls = [str(p) for p in expand_shards(self.hparams.val_shards)]
+        if stage in (None, "fit") and not self.train_urls:
+            raise FileNotFoundError(f"no training shards match {self.hparams.train_shards!r}")
+        if stage in (None, "fit", "validate") and not self.val_urls:
+            raise FileNotFoundError(f"no validation shards match {self.hparams.val_shards!r}")
+
+    def _dataset(self, urls: list[str], train: bool) -> wds.WebDataset:
+        hp = self.hparams
+        ds = wds.WebDataset(
+            urls,
+            shardshuffle=len(urls) if train else False,
+            nodesplitter=wds.split_by_node,
+            empty_check=False,  # fewer shards than workers is fine for small validation sets
+            handler=wds.warn_and_continue,
+        )
+        if train:
+            ds = ds.shuffle(hp.shuffle_buffer)
+            return ds.map(_TrainPairs(hp.scale, hp.crop_size, self.degradation), handler=wds.warn_and_continue)
+        return ds.map(_ValPairs(hp.scale, hp.crop_size, self.degradation, hp.val_seed), handler=wds.warn_and_continue)
+
+    def _loader(self, urls: list[str], train: bool) -> DataLoader:
+        hp = self.hparams
+        return DataLoader(
+            self._dataset(urls, train),
+            batch_size=hp.batch_size if train else (hp.val_batch_size or hp.batch_size),
+            num_workers=hp.num_workers,
+            persistent_workers=hp.num_workers > 0,
+            drop_last=train,
+        )
+
+    def train_dataloader(self) -> DataLoader:
+        return self._loader(self.train_urls, train=True)
+
+    def val_dataloader(self) -> DataLoader:
+        return self._loader(self.val_urls, train=False)

@@ -1,0 +1,77 @@
+"""Turn a shard specification (pattern, glob, folder, list, list file) into a list of shard URLs."""
+
+from __future__ import annotations
+
+import glob
+import os
+from collections.abc import Iterable
+from pathlib import Path
+
+import braceexpand
+
+_REMOTE_PREFIXES = ("pipe:", "http://", "https://", "s3://", "gs://", "hf://")
+_GLOB_CHARS = set("*?[")
+
+
+def _is_remote(spec: str) -> bool:
+    return spec.startswith(_REMOTE_PREFIXES)
+
+
+def _expand_one(spec: str, split: str | None, base: Path | None) -> list[str]:
+    spec = os.path.expandvars(os.path.expanduser(spec.strip()))
+    if not spec:
+        return []
+    if _is_remote(spec):  # webdataset opens these itself; nothing to check on disk
+        return list(braceexpand.braceexpand(spec))
+    if base is not None and not os.path.isabs(spec):
+        spec = str(base / spec)
+    path = Path(spec)
+    if path.is_dir():
+        pattern = f"{split}-*.tar" if split else "*.tar"
+        return sorted(str(p) for p in path.glob(pattern))
+    if path.suffix == ".txt" and path.is_file():
+        return _read_list(path, split)
+    urls: list[str] = []
+    for part in braceexpand.braceexpand(spec):
+        if _GLOB_CHARS & set(part):
+            urls.extend(sorted(glob.glob(part)))
+        elif Path(part).is_file():
+            urls.append(part)
+        else:
+            raise FileNotFoundError(f"shard {part!r} (from {spec!r}) does not exist")
+    return urls
+
+
+def _read_list(path: Path, split: str | None) -> list[str]:
+    """One shard (or pattern) per line; blank lines and ``#`` comments skipped; relative to the file."""
+    urls: list[str] = []
+    for line in path.read_text().splitlines():
+        line = line.split("#", 1)[0].strip()
+        if line:
+            urls.extend(_expand_one(line, split, path.parent))
+    return urls
+
+
+def expand_shards(spec: str | Path | Iterable[str | Path], split: str | None = None) -> list[str]:
+    """The shard URLs a specification names, in a stable order.
+
+    ``spec`` may be a brace pattern (``data/train-{000000..000003}.tar``), a glob
+    (``data/train-*.tar``), a directory (with ``split``: ``{split}-*.tar`` in it, else every
+    ``*.tar``), a ``.txt`` file listing any of these one per line, a list of any of these, or a
+    ``pipe:`` / ``http(s)://`` URL (passed through, braces expanded). Raises ``FileNotFoundError``
+    when nothing matches or a named local shard is missing, so a wrong path fails at start-up
+    instead of as an empty epoch.
+    """
+    if spec is None:
+        raise FileNotFoundError("no shard specification given (None)")
+    if isinstance(spec, (str, Path)):
+        urls = _expand_one(str(spec), split, None)
+    else:
+        urls = []
+        for item in spec:
+            urls.extend(_expand_one(str(item), split, None))
+    if not urls:
+        where = f" (split {split!r})" if split else ""
+        raise FileNotFoundError(f"no shards match {spec!r}{where}: check the path, pattern or list file")
+    seen: set[str] = set()
+    return [u for u in urls if not (u in seen or seen.add(u))]  # drop duplicates, keep order

@@ -1,0 +1,401 @@
+"""``ShardDataModule``: streams webdataset shards into the training batch contract.
+
+Batch (a dict):
+    pixel_values  float32 B x 3 x H x W in [-1, 1]
+    caption       list[str]
+    level         float32 B (zoom level, 0 = unknown)
+    gsd_m         float32 B (metres per pixel, nan when unknown)
+    key           list[str]
+    latents       float32 B x 4 x h x w, only when every sample carries cached latents
+
+Shards are split by node and by DataLoader worker, shuffled deterministically for a seed (the
+order changes every epoch, reproducibly), decoded with safe decoders only (no pickle; ``.pth``
+with ``weights_only=True``) and a corrupt sample is skipped with a logged warning and counted,
+never fatal.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import logging
+import math
+import multiprocessing
+import random
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import PIL.Image
+import torch
+import webdataset as wds
+from lightning import LightningDataModule
+from torch.utils.data import DataLoader
+from webdataset.autodecode import Decoder
+from webdataset.utils import PipelineStage, pytorch_worker_info
+
+from data_modules.shards import expand_shards
+from text2earth.resolution import UNKNOWN_LEVEL, check_level, gsd_to_level, level_to_gsd
+
+log = logging.getLogger(__name__)
+
+IMAGE_KEYS = ("png", "jpg", "jpeg", "webp")
+LATENT_KEYS = ("latents.npy", "latents.pth")
+
+
+class SkipCounter:
+    """A webdataset exception handler: log a warning, count the skip, carry on.
+
+    The count lives in shared memory so that skips inside DataLoader worker processes are seen by
+    the main process (``count``).
+    """
+
+    def __init__(self) -> None:
+        self._value = multiprocessing.Value("i", 0)
+
+    def __call__(self, exn: BaseException) -> bool:
+        with self._value.get_lock():
+            self._value.value += 1
+            n = self._value.value
+        log.warning("skipped a corrupt sample (%d so far): %s", n, _describe(exn))
+        return True
+
+    @property
+    def count(self) -> int:
+        return int(self._value.value)
+
+
+def _describe(exn: BaseException) -> str:
+    text = f"{type(exn).__name__}: {exn}"
+    if getattr(exn, "k", None) is not None:  # webdataset's DecodingError: which sample and field
+        text = f"{type(exn).__name__}: sample {getattr(exn, 'key', '?')!r}, field {exn.k!r}, shard {getattr(exn, 'url', '?')}"
+    cause = exn.__cause__ or exn.__context__
+    if cause is not None:
+        text += f" (caused by {type(cause).__name__}: {cause})"
+    return text[:500]
+
+
+def _worker_tag() -> str:
+    rank, _world, worker, _num_workers = pytorch_worker_info()
+    return f"{rank}:{worker}"
+
+
+class _EpochShuffle(PipelineStage):
+    """Buffer shuffle seeded by (seed, epoch, rank, worker): reproducible, different every epoch."""
+
+    def __init__(self, bufsize: int, seed: int) -> None:
+        self.bufsize, self.seed = bufsize, seed
+        self.epoch = -1
+
+    def run(self, src: Iterator[dict]) -> Iterator[dict]:
+        self.epoch += 1
+        rng = random.Random(f"shuffle:{self.seed}:{self.epoch}:{_worker_tag()}")
+        buf: list[dict] = []
+        for sample in src:
+            buf.append(sample)
+            if len(buf) < self.bufsize:
+                continue
+            yield buf.pop(rng.randrange(len(buf)))
+        rng.shuffle(buf)
+        yield from buf
+
+
+class _EpochFlip(PipelineStage):
+    """Random horizontal flip (p = 0.5) of ``pixel_values`` (and cached ``latents``), seeded per epoch."""
+
+    def __init__(self, seed: int) -> None:
+        self.seed = seed
+        self.epoch = -1
+
+    def run(self, src: Iterator[dict]) -> Iterator[dict]:
+        self.epoch += 1
+        rng = random.Random(f"flip:{self.seed}:{self.epoch}:{_worker_tag()}")
+        for sample in src:
+            if rng.random() < 0.5:
+                sample["pixel_values"] = sample["pixel_values"].flip(-1)
+                if "latents" in sample:  # the VAE is convolutional: a flipped latent ~ the flipped image's
+                    sample["latents"] = sample["latents"].flip(-1)
+            yield sample
+
+
+def _decode_field(key: str, data: bytes) -> Any:
+    """Decoders for the fields the batch needs; everything else stays raw bytes (never unpickled)."""
+    ext = key.lstrip(".").lower()
+    if ext in IMAGE_KEYS:
+        with PIL.Image.open(io.BytesIO(data)) as image:
+            return image.convert("RGB")  # convert() forces the full decode: corrupt data fails here
+    if ext == "txt":
+        return data.decode("utf-8")
+    if ext == "json":
+        return json.loads(data)
+    if ext == "latents.npy":
+        return np.load(io.BytesIO(data), allow_pickle=False)
+    if ext == "latents.pth":
+        return torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
+    return None
+
+
+_DECODER = Decoder([_decode_field], pre=[], post=[])
+
+
+def to_pixel_values(image: PIL.Image.Image, size: int) -> torch.Tensor:
+    """RGB PIL image -> float32 3 x size x size in [-1, 1] (centre square crop, bicubic resize if needed)."""
+    w, h = image.size
+    if w != h:
+        side = min(w, h)
+        left, top = (w - side) // 2, (h - side) // 2
+        image = image.crop((left, top, left + side, top + side))
+    if image.size != (size, size):
+        image = image.resize((size, size), PIL.Image.Resampling.BICUBIC)
+    array = np.asarray(image, dtype=np.float32)
+    return torch.from_numpy(array).permute(2, 0, 1).contiguous() / 127.5 - 1.0
+
+
+def sample_level(meta: dict[str, Any]) -> tuple[float, float]:
+    """``(level, gsd_m)`` from sample metadata (``level`` or Git-10M's ``resolution``, and/or ``gsd_m``).
+
+    Neither present -> ``(0, nan)`` (unknown). Both present but disagreeing -> ``ValueError``: the
+    sample's metadata is wrong and it is skipped rather than trained on with a wrong condition.
+    """
+    level = meta.get("level", meta.get("resolution"))
+    gsd = meta.get("gsd_m")
+    if gsd is not None and isinstance(gsd, float) and math.isnan(gsd):
+        gsd = None
+    if level is None and gsd is None:
+        return UNKNOWN_LEVEL, math.nan
+    if level is None:
+        return gsd_to_level(gsd), float(gsd)
+    value = check_level(level)
+    if gsd is None:
+        from_level = level_to_gsd(value)
+        return value, math.nan if from_level is None else float(from_level)
+    if value != UNKNOWN_LEVEL and abs(gsd_to_level(gsd) - value) > 1e-3:
+        raise ValueError(f"metadata level {value} and gsd_m {gsd} disagree (gsd gives level {gsd_to_level(gsd):.4f})")
+    return value, float(gsd)
+
+
+class _ToSample:
+    """Decoded webdataset sample -> one item of the batch contract (raises on anything malformed)."""
+
+    def __init__(self, image_size: int) -> None:
+        self.image_size = image_size
+
+    def __call__(self, sample: dict[str, Any]) -> dict[str, Any]:
+        key = sample.get("__key__", "?")
+        image_key = next((k for k in IMAGE_KEYS if k in sample), None)
+        if image_key is None:
+            raise ValueError(f"sample {key!r} has no image ({'/'.join(IMAGE_KEYS)})")
+        meta = sample.get("json") or {}
+        caption = sample.get("txt", meta.get("caption"))
+        if not isinstance(caption, str):
+            raise ValueError(f"sample {key!r} has no caption (.txt)")
+        level, gsd_m = sample_level(meta)
+        out: dict[str, Any] = {
+            "pixel_values": to_pixel_values(sample[image_key], self.image_size),
+            "caption": caption.strip(),
+            "level": level,
+            "gsd_m": gsd_m,
+            "key": key,
+        }
+        latent_key = next((k for k in LATENT_KEYS if k in sample), None)
+        if latent_key is not None:
+            latents = torch.as_tensor(
+                np.asarray(sample[latent_key]) if latent_key.endswith("npy") else sample[latent_key]
+            )
+            if latents.ndim != 3:
+                raise ValueError(f"sample {key!r}: cached latents must be C x h x w, got shape {tuple(latents.shape)}")
+            out["latents"] = latents.float()
+        return out
+
+
+class _QualityFilter:
+    def __init__(self, min_quality: float) -> None:
+        self.min_quality = min_quality
+
+    def __call__(self, sample: dict[str, Any]) -> bool:
+        meta = sample.get("json") or {}
+        quality = meta.get("quality", meta.get("img_quality_score"))
+        return quality is not None and float(quality) >= self.min_quality
+
+
+def collate_samples(samples: list[dict[str, Any]]) -> dict[str, Any]:
+    """Stack items of the batch contract; ``latents`` only when every item has them (same shape)."""
+    batch: dict[str, Any] = {
+        "pixel_values": torch.stack([s["pixel_values"] for s in samples]),
+        "caption": [s["caption"] for s in samples],
+        "level": torch.tensor([s["level"] for s in samples], dtype=torch.float32),
+        "gsd_m": torch.tensor([s["gsd_m"] for s in samples], dtype=torch.float32),
+        "key": [s["key"] for s in samples],
+    }
+    latents = [s.get("latents") for s in samples]
+    if all(t is not None for t in latents):
+        if len({tuple(t.shape) for t in latents}) != 1:
+            raise ValueError(
+                f"cached latents of different shapes in one batch: {sorted({tuple(t.shape) for t in latents})}"
+            )
+        batch["latents"] = torch.stack(latents)
+    elif any(t is not None for t in latents):
+        log.warning("batch mixes samples with and without cached latents: latents dropped for this batch")
+    return batch
+
+
+class ShardDataModule(LightningDataModule):
+    """Webdataset shards -> batches of ``pixel_values``, ``caption``, ``level``, ``gsd_m``, ``key`` (+ ``latents``).
+
+    ``train_shards`` / ``val_shards`` take anything ``expand_shards`` accepts. With
+    ``build_embedded_if_missing`` set to a folder, missing shards are first built there from the
+    embedded real scenes (``data_modules.embedded``), so a fresh checkout trains out of the box.
+    ``samples_per_epoch`` (per rank) switches training to resampled shards with a fixed epoch
+    length: every rank then sees the same number of batches, which multi-GPU training needs when
+    shards do not divide evenly between ranks and workers.
+    """
+
+    def __init__(
+        self,
+        train_shards: Any,
+        val_shards: Any = None,
+        batch_size: int = 32,
+        val_batch_size: int | None = None,
+        num_workers: int = 2,
+        image_size: int = 64,
+        random_flip: bool = True,
+        shuffle_buffer: int = 1000,
+        seed: int = 0,
+        build_embedded_if_missing: str | None = None,
+        min_quality: float | None = None,
+        samples_per_epoch: int | None = None,
+        pin_memory: bool | None = None,
+    ) -> None:
+        super().__init__()
+        if batch_size < 1:
+            raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+        if image_size < 8:
+            raise ValueError(f"image_size must be >= 8, got {image_size}")
+        if num_workers < 0:
+            raise ValueError(f"num_workers must be >= 0, got {num_workers}")
+        self.train_shards = train_shards
+        self.val_shards = val_shards
+        self.batch_size = batch_size
+        self.val_batch_size = val_batch_size or batch_size
+        self.num_workers = num_workers
+        self.image_size = image_size
+        self.random_flip = random_flip
+        self.shuffle_buffer = shuffle_buffer
+        self.seed = int(seed)
+        self.build_embedded_if_missing = build_embedded_if_missing
+        self.min_quality = min_quality
+        self.samples_per_epoch = samples_per_epoch
+        self.pin_memory = torch.cuda.is_available() if pin_memory is None else pin_memory
+        self.skips = SkipCounter()
+        self.train_urls: list[str] | None = None
+        self.val_urls: list[str] | None = None
+        self._train_loader: DataLoader | None = None
+        self._val_loader: DataLoader | None = None
+
+    # -- shards ---------------------------------------------------------------------------------
+    @property
+    def skipped_samples(self) -> int:
+        """Corrupt samples skipped so far (all workers together)."""
+        return self.skips.count
+
+    def _missing(self) -> bool:
+        try:
+            expand_shards(self.train_shards, split="train")
+            if self.val_shards is not None:
+                expand_shards(self.val_shards, split="val")
+        except FileNotFoundError:
+            return True
+        folder = Path(self.build_embedded_if_missing) if self.build_embedded_if_missing else None
+        # Shards without the manifest are a build that never finished: build again.
+        return folder is not None and folder.is_dir() and not (folder / "manifest.json").is_file()
+
+    def prepare_data(self) -> None:
+        """Build the embedded shards when asked to and they are missing (Lightning: local rank 0 only)."""
+        if self.build_embedded_if_missing and self._missing():
+            from data_modules.embedded import build_embedded_shards
+
+            log.info("shards missing: building the embedded real tiles in %s", self.build_embedded_if_missing)
+            build_embedded_shards(self.build_embedded_if_missing, seed=0)
+
+    def setup(self, stage: str | None = None) -> None:
+        if self.trainer is None:  # used on its own (scripts, tests): nobody else calls prepare_data
+            self.prepare_data()
+        if self.train_urls is None:
+            self.train_urls = expand_shards(self.train_shards, split="train")
+        if self.val_urls is None and self.val_shards is not None:
+            self.val_urls = expand_shards(self.val_shards, split="val")
+        _rank, world, _worker, _n = pytorch_worker_info()
+        consumers = world * max(1, self.num_workers)
+        if self.samples_per_epoch is None and len(self.train_urls) < consumers:
+            log.warning(
+                "%d training shards for %d readers (%d ranks x %d workers): some read nothing; "
+                "write more, smaller shards or set samples_per_epoch",
+                len(self.train_urls),
+                consumers,
+                world,
+                max(1, self.num_workers),
+            )
+
+    # -- pipelines ------------------------------------------------------------------------------
+    def make_dataset(self, urls: list[str], train: bool) -> wds.DataPipeline:
+        """The webdataset pipeline for ``urls`` (train: shuffled shards and samples, random flips)."""
+        if train and self.samples_per_epoch:
+            source: list[Any] = [
+                wds.ResampledShards(urls, seed=self.seed, deterministic=True),
+                wds.tarfile_to_samples(handler=self.skips),
+            ]
+        else:
+            source = [
+                wds.WebDataset(
+                    urls,
+                    handler=self.skips,
+                    shardshuffle=min(len(urls), 100) if train else False,
+                    detshuffle=True,
+                    seed=self.seed,
+                    nodesplitter=wds.split_by_node,
+                    workersplitter=wds.split_by_worker,
+                    empty_check=False,
+                )
+            ]
+        stages = list(source)
+        if train and self.shuffle_buffer > 1:  # shuffle raw bytes: cheaper to hold than decoded tensors
+            stages.append(_EpochShuffle(self.shuffle_buffer, self.seed))
+        stages.append(wds.map(_DECODER, handler=self.skips))
+        if self.min_quality is not None:
+            stages.append(wds.select(_QualityFilter(self.min_quality)))
+        stages.append(wds.map(_ToSample(self.image_size), handler=self.skips))
+        if train and self.random_flip:
+            stages.append(_EpochFlip(self.seed))
+        dataset = wds.DataPipeline(*stages)
+        if train and self.samples_per_epoch:
+            dataset = dataset.with_epoch(math.ceil(self.samples_per_epoch / max(1, self.num_workers)))
+        return dataset
+
+    def _loader(self, urls: list[str], train: bool) -> DataLoader:
+        return DataLoader(
+            self.make_dataset(urls, train),
+            batch_size=self.batch_size if train else self.val_batch_size,
+            collate_fn=collate_samples,
+            num_workers=self.num_workers,
+            # Persistent workers keep their pipeline (and its epoch counter) between epochs, so the
+            # shuffle differs per epoch; fresh workers would replay epoch 0 every time.
+            persistent_workers=self.num_workers > 0,
+            pin_memory=self.pin_memory,
+        )
+
+    def train_dataloader(self) -> DataLoader:
+        if self.train_urls is None:
+            self.setup("fit")
+        if self._train_loader is None:
+            self._train_loader = self._loader(self.train_urls, train=True)
+        return self._train_loader
+
+    def val_dataloader(self) -> DataLoader | list:
+        if self.train_urls is None:
+            self.setup("validate")
+        if not self.val_urls:
+            return []
+        if self._val_loader is None:
+            self._val_loader = self._loader(self.val_urls, train=False)
+        return self._val_loader

@@ -1,0 +1,45 @@
+import os
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+os.environ.setdefault("WANDB_MODE", "offline")
+os.environ.setdefault("WANDB_SILENT", "true")
+
+import pytest  # noqa: E402
+import torch  # noqa: E402
+
+torch.set_num_threads(2)
+
+
+@pytest.fixture
+def tiny_components():
+    """Fresh random tiny components (real diffusers / transformers classes)."""
+    from text2earth.models.components import build_from_preset
+
+    return build_from_preset("tiny", seed=0)
+
+
+@pytest.fixture(scope="session")
+def real_batch(embedded_shards):
+    """16 real held-out tiles as a training batch (the DataModule's batch contract)."""
+    from data_modules.webdataset_datamodule import ShardDataModule
+
+    dm = ShardDataModule(
+        train_shards=f"{embedded_shards}/val-*.tar",
+        val_shards=f"{embedded_shards}/val-*.tar",
+        batch_size=16,
+        num_workers=0,
+    )
+    dm.setup("fit")
+    batch = next(iter(dm.val_dataloader()))
+    return {k: batch[k] for k in ("pixel_values", "caption", "level")}
+
+
+@pytest.fixture(scope="session")
+def embedded_shards(tmp_path_factory):
+    """The embedded real tiles (data_modules/embedded.py), built once per session; the shard folder."""
+    from data_modules.embedded import build_embedded_shards
+
+    out = tmp_path_factory.mktemp("embedded")
+    build_embedded_shards(out, progress=False)
+    return out

@@ -1,0 +1,74 @@
+"""The `text2earth` console script end to end, including its one-line errors."""
+
+import subprocess
+import sys
+
+import pytest
+from PIL import Image
+
+from text2earth.cli import main
+from text2earth.imageio import read_png_text
+from text2earth.models.components import build_from_preset
+from text2earth.pipelines.text2img import Text2EarthPipeline
+
+
+@pytest.fixture(scope="module")
+def model_folder(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("model")
+    Text2EarthPipeline.from_components(build_from_preset("tiny")).save_pretrained(folder, safe_serialization=True)
+    return folder
+
+
+def test_generate_writes_pngs_with_metadata_and_grid(model_folder, tmp_path, capsys):
+    out = tmp_path / "gen"
+    code = main(["generate", "cropland fields", "a river", "--model", str(model_folder), "--gsd", "10", "--n", "2",
+                 "--seed", "5", "--steps", "2", "--height", "32", "--width", "32", "--out", str(out)])
+    assert code == 0
+    pngs = sorted(out.glob("0*.png"))
+    assert len(pngs) == 4
+    meta = read_png_text(pngs[3])
+    assert meta["prompt"] == "a river" and meta["seed"] == "8" and meta["gsd_m"] == "10"
+    assert float(meta["level"]) == pytest.approx(13.678, abs=1e-3)
+    grid = Image.open(out / "grid.png")
+    assert grid.size[0] >= 64 and grid.size[1] >= 64
+    # image i is reproducible on its own from its seed
+    code = main(["generate", "a river", "--model", str(model_folder), "--gsd", "10", "--n", "1", "--seed", "7",
+                 "--steps", "2", "--height", "32", "--width", "32", "--out", str(tmp_path / "one")])
+    assert code == 0
+    assert list(Image.open(tmp_path / "one" / "000_L13.6781_seed7.png").getdata()) == list(
+        Image.open(pngs[2]).getdata()
+    )
+
+
+@pytest.mark.parametrize(
+    "args,message",
+    [
+        (["--model", "lcybuaa/Text2Earth", "--level", "17"], "looks like a hub id"),
+        (["--model", "/nonexistent/folder", "--level", "17"], "does not exist"),
+        (["--level", "30"], "level must lie in"),
+        (["--gsd", "-2"], "gsd_m must be a positive"),
+        (["--n", "0"], "--n must be at least 1"),
+    ],
+)
+def test_generate_bad_input_is_one_line_exit_2(model_folder, tmp_path, capsys, args, message):
+    argv = ["generate", "fields", "--out", str(tmp_path), "--steps", "1", *args]
+    if "--model" not in args:
+        argv += ["--model", str(model_folder)]
+    assert main(argv) == 2
+    err = capsys.readouterr().err.strip()
+    assert message in err and "\n" not in err and "Traceback" not in err
+
+
+def test_console_script_runs_as_a_process(model_folder, tmp_path):
+    proc = subprocess.run(
+        [sys.executable, "-m", "text2earth.cli", "generate", "fields", "--model", "hub/id", "--out", str(tmp_path)],
+        capture_output=True,
+        text=True,
+    )
+    assert proc.returncode == 2
+    assert proc.stderr.startswith("text2earth: error:") and "Traceback" not in proc.stderr
+
+
+def test_info_prints_the_published_parameter_count(capsys):
+    assert main(["info", "--preset", "text2earth_sd2"]) == 0
+    assert "1292.0 M" in capsys.readouterr().out

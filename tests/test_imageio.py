@@ -1,0 +1,126 @@
+"""Image conversion, PNG text metadata, atomic writes, loading errors and figure grids."""
+
+from __future__ import annotations
+
+import numpy as np
+import PIL.Image
+import pytest
+import torch
+
+from text2earth.imageio import (
+    ImageReadError,
+    labelled_grid,
+    load_rgb,
+    make_grid,
+    read_png_text,
+    save_png,
+    to_pil,
+    to_uint8,
+)
+
+
+def rgb(h: int = 8, w: int = 8, value: tuple[int, int, int] = (10, 120, 240)) -> PIL.Image.Image:
+    return PIL.Image.new("RGB", (w, h), value)
+
+
+def test_to_uint8_ranges_and_layouts():
+    x = np.array([[[0.0, 0.5, 1.0]]], dtype=np.float32)
+    np.testing.assert_array_equal(to_uint8(x), [[[0, 128, 255]]])
+    np.testing.assert_array_equal(to_uint8(x * 2 - 1, value_range=(-1, 1)), [[[0, 128, 255]]])
+    np.testing.assert_array_equal(to_uint8(np.array([[-0.3, 1.7]])), [[0, 255]])  # clipped, not wrapped
+    chw = torch.rand(3, 4, 5)
+    out = to_uint8(chw)
+    assert out.shape == (4, 5, 3) and out.dtype == np.uint8
+    np.testing.assert_array_equal(out, (chw.permute(1, 2, 0).numpy() * 255).round().astype(np.uint8))
+    assert to_uint8(torch.rand(2, 3, 4, 5)).shape == (2, 4, 5, 3)
+    u8 = np.arange(12, dtype=np.uint8).reshape(2, 2, 3)
+    assert to_uint8(u8) is u8
+    with pytest.raises(ValueError, match="value_range"):
+        to_uint8(x, value_range=(1, 0))
+    with pytest.raises(ValueError, match="dimensions"):
+        to_uint8(np.zeros(3))
+
+
+def test_to_pil_modes():
+    assert to_pil(np.zeros((4, 4, 1))).mode == "L"
+    assert to_pil(torch.zeros(1, 3, 4, 4)).mode == "RGB"
+    with pytest.raises(ValueError, match="channels"):
+        to_pil(np.zeros((4, 4, 2)))
+    with pytest.raises(ValueError, match="batch"):
+        to_pil(np.zeros((2, 4, 4, 3)))
+
+
+def test_png_text_round_trip(tmp_path):
+    image = np.random.default_rng(0).random((16, 16, 3)).astype(np.float32)
+    meta = {"prompt": "a harbour, été 2024 港口", "level": 17.0, "gsd_m": 1.0, "seed": 42, "skipped": None}
+    path = save_png(image, tmp_path / "sub" / "img.png", text=meta)
+    assert path.exists()
+    assert read_png_text(path) == {"prompt": "a harbour, été 2024 港口", "level": "17.0", "gsd_m": "1.0", "seed": "42"}
+    np.testing.assert_array_equal(np.asarray(load_rgb(path)), to_uint8(image))
+    assert read_png_text(save_png(rgb(), tmp_path / "plain.png")) == {}
+
+
+def test_save_png_is_atomic(tmp_path):
+    target = tmp_path / "img.png"
+    save_png(rgb(value=(1, 2, 3)), target, text={"v": "1"})
+    save_png(rgb(value=(4, 5, 6)), target, text={"v": "2"})  # overwrite in place
+    assert read_png_text(target) == {"v": "2"} and load_rgb(target).getpixel((0, 0)) == (4, 5, 6)
+    with pytest.raises(ValueError):
+        save_png(np.zeros((4, 4, 2)), target, text={"v": "3"})  # fails before anything is written
+    assert read_png_text(target) == {"v": "2"}
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["img.png"]  # no temporary files left behind
+
+
+def test_load_rgb_errors_and_conversion(tmp_path):
+    with pytest.raises(FileNotFoundError, match="does not exist"):
+        load_rgb(tmp_path / "missing.png")
+    bad = tmp_path / "bad.png"
+    bad.write_bytes(b"not an image at all")
+    with pytest.raises(ImageReadError, match="cannot decode"):
+        load_rgb(bad)
+    truncated = tmp_path / "truncated.png"
+    save_png(np.random.default_rng(1).random((64, 64, 3)), truncated)
+    truncated.write_bytes(truncated.read_bytes()[:200])
+    with pytest.raises(ImageReadError):
+        load_rgb(truncated)
+    gray = tmp_path / "gray.png"
+    PIL.Image.new("L", (5, 3), 77).save(gray)
+    loaded = load_rgb(gray)
+    assert loaded.mode == "RGB" and loaded.size == (5, 3) and loaded.getpixel((0, 0)) == (77, 77, 77)
+
+
+def test_make_grid_layout():
+    colours = [(255, 0, 0), (0, 255, 0), (0, 0, 255), (9, 9, 9), (200, 100, 50)]
+    grid = make_grid([rgb(value=c) for c in colours], nrow=2, padding=2)
+    assert grid.size == (2 * 8 + 3 * 2, 3 * 8 + 4 * 2)
+    for i, colour in enumerate(colours):
+        r, c = divmod(i, 2)
+        assert grid.getpixel((2 + c * 10 + 4, 2 + r * 10 + 4)) == colour
+    assert grid.getpixel((0, 0)) == (255, 255, 255)  # padding
+    assert grid.getpixel((2 + 10 + 4, 2 + 20 + 4)) == (255, 255, 255)  # the empty last cell
+    batch = make_grid(torch.zeros(3, 3, 8, 8), nrow=3, padding=0)
+    assert batch.size == (24, 8) and batch.getpixel((23, 7)) == (0, 0, 0)
+    with pytest.raises(ValueError, match="at least one"):
+        make_grid([])
+
+
+def test_labelled_grid():
+    rows = [[rgb(value=(0, 0, 200))] * 3, [rgb(value=(0, 200, 0))] * 3]
+    plain = labelled_grid(rows, padding=2)
+    assert plain.size == (3 * 10 + 2, 2 * 10 + 2)
+    labels = ["a long prompt about a harbour with boats and cranes", "forest"]
+    figure = labelled_grid(rows, row_labels=labels, col_labels=["L0 (unknown)", "L12", "L17"], cell_size=32, padding=2)
+    w, h = figure.size
+    assert w > 3 * 34 and h > 2 * 34
+    pixels = np.asarray(figure)
+    left = w - 3 * 34 - 2
+    top = h - 2 * 34 - 2
+    # The text margins hold dark label pixels on white; the cells hold the (resized) images.
+    assert (pixels[:, :left].min(axis=-1) < 100).any() and (pixels[:top, left:].min(axis=-1) < 100).any()
+    assert pixels[0, 0].tolist() == [255, 255, 255]
+    assert tuple(pixels[top + 2 + 16, left + 2 + 16]) == (0, 0, 200)
+    assert tuple(pixels[top + 2 + 34 + 16, left + 2 + 2 * 34 + 16]) == (0, 200, 0)
+    with pytest.raises(ValueError, match="row labels"):
+        labelled_grid(rows, row_labels=["only one"])
+    with pytest.raises(ValueError, match="column labels"):
+        labelled_grid(rows, col_labels=["a", "b"])

@@ -1,0 +1,123 @@
+"""Format-preserving image I/O for the enhancer: what comes in as PNG/JPEG/TIFF goes out the same way.
+
+``text2earth.imageio`` covers the project's 8-bit RGB figures; enhancing a dataset in place of the original
+needs more: 16-bit greyscale, alpha, greyscale, the JPEG/TIFF container options. The network sees RGB floats
+in [0, 1]; :class:`ImageMeta` remembers how to turn its output back into the original kind of file.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import PIL.Image
+from PIL import PngImagePlugin
+
+from text2earth.imageio import ImageReadError
+
+IMAGE_SUFFIXES = {".png": "PNG", ".jpg": "JPEG", ".jpeg": "JPEG", ".tif": "TIFF", ".tiff": "TIFF"}
+_SIXTEEN_BIT = {"I;16", "I;16L", "I;16B", "I;16N", "I"}
+
+
+@dataclass
+class ImageMeta:
+    format: str  # PNG | JPEG | TIFF
+    mode: str  # the mode written back: RGB, RGBA, L, LA or I;16
+    alpha: np.ndarray | None = None  # float (H, W) in [0, 1], upscaled separately (the network is RGB only)
+    save_kwargs: dict[str, Any] = field(default_factory=dict)
+
+
+def decode(data: bytes | Path | str, format_hint: str | None = None) -> tuple[np.ndarray, ImageMeta]:
+    """Decode a file (path or bytes) to an RGB float32 (H, W, 3) array in [0, 1] plus what is needed to re-encode it.
+
+    Raises :class:`text2earth.imageio.ImageReadError` for anything that is not a decodable image.
+    """
+    try:
+        with PIL.Image.open(io.BytesIO(data) if isinstance(data, bytes) else data) as img:
+            img.load()
+            return _split(img, format_hint)
+    except (PIL.UnidentifiedImageError, OSError, SyntaxError, ValueError, EOFError) as exc:
+        if isinstance(exc, ImageReadError):
+            raise
+        raise ImageReadError(f"cannot decode image: {exc}") from exc
+
+
+def _split(img: PIL.Image.Image, format_hint: str | None) -> tuple[np.ndarray, ImageMeta]:
+    fmt = (img.format or format_hint or "PNG").upper()
+    fmt = "JPEG" if fmt == "MPO" else fmt  # phone JPEGs open as MPO
+    if fmt not in ("PNG", "JPEG", "TIFF"):
+        raise ImageReadError(f"unsupported image format {fmt}")
+    kwargs: dict[str, Any] = {}
+    if img.info.get("icc_profile"):
+        kwargs["icc_profile"] = img.info["icc_profile"]
+    if fmt == "JPEG" and img.info.get("exif"):
+        kwargs["exif"] = img.info["exif"]
+    if fmt == "TIFF" and img.info.get("compression") not in (None, "raw"):
+        kwargs["compression"] = img.info["compression"]
+    if fmt == "PNG" and getattr(img, "text", None):
+        info = PngImagePlugin.PngInfo()
+        for key, value in img.text.items():
+            info.add_text(key, value)
+        kwargs["pnginfo"] = info
+
+    mode = img.mode
+    alpha = None
+    if mode in _SIXTEEN_BIT:
+        # 16-bit greyscale (common for single-band rasters): keep the full precision through the network.
+        grey = np.asarray(img, dtype=np.float32) / 65535.0
+        if grey.max(initial=0) > 1.0:
+            raise ImageReadError(f"mode {mode} image has values above 65535")
+        return np.repeat(grey[..., None], 3, axis=2), ImageMeta(fmt, "I;16", None, kwargs)
+    if mode in ("RGBA", "LA", "PA") or (mode == "P" and "transparency" in img.info):
+        img = img.convert("LA" if mode == "LA" else "RGBA")
+        alpha = np.asarray(img.getchannel("A"), dtype=np.float32) / 255.0
+        out_mode = img.mode
+    elif mode == "L":
+        out_mode = "L"
+    else:  # RGB, P, CMYK, YCbCr, 1 ...: enhance and write as RGB
+        out_mode = "RGB"
+    if fmt == "JPEG" and out_mode not in ("RGB", "L"):
+        out_mode = "RGB"
+    rgb = np.asarray(img.convert("RGB"), dtype=np.float32) / 255.0
+    return rgb, ImageMeta(fmt, out_mode, alpha, kwargs)
+
+
+def encode(rgb: np.ndarray, meta: ImageMeta, jpeg_quality: int = 95) -> bytes:
+    """Encode the network's RGB float (H, W, 3) output the way the input was stored."""
+    h, w = rgb.shape[:2]
+    rgb = np.clip(rgb, 0.0, 1.0)
+    if meta.mode == "I;16":
+        grey = (rgb.mean(axis=2) * 65535).round().astype(np.uint16)
+        img = PIL.Image.fromarray(grey)
+    else:
+        img = PIL.Image.fromarray((rgb * 255).round().astype(np.uint8))
+        if meta.mode in ("L", "LA"):
+            img = img.convert("L")
+        if meta.alpha is not None:
+            a8 = PIL.Image.fromarray((meta.alpha * 255).round().astype(np.uint8))
+            img.putalpha(a8.resize((w, h), PIL.Image.Resampling.BICUBIC))
+    kwargs = dict(meta.save_kwargs)
+    if meta.format == "JPEG":
+        kwargs.setdefault("quality", jpeg_quality)
+    buf = io.BytesIO()
+    img.save(buf, format=meta.format, **kwargs)
+    return buf.getvalue()
+
+
+def write_atomic(path: Path, data: bytes) -> None:
+    """Write under a temporary name in the same folder, then rename: a file that exists is a finished file
+    (that is what makes resume-by-skipping safe after a kill)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(data)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise

@@ -1,0 +1,234 @@
+"""Text-to-image at a chosen ground resolution: the Text2Earth pipeline.
+
+Computes what the published Text2Earth pipeline computes (same prompt format, same null condition,
+same guidance) and adds: resolution as ``gsd_m`` or ``level`` (scalar or per prompt), any number of
+images per prompt, a separate level guidance scale, sampler choice by name, and loading from any
+local folder in the published layout whatever pipeline class its ``model_index.json`` names.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import PIL.Image
+import torch
+from diffusers import AutoencoderKL, DiffusionPipeline, UNet2DConditionModel
+from diffusers.image_processor import VaeImageProcessor
+from diffusers.utils import BaseOutput
+from transformers import CLIPTextModel, CLIPTokenizer
+
+from text2earth.models.components import Components, load_from_folder
+from text2earth.pipelines.guidance import make_guider
+from text2earth.pipelines.sampling import build_conditions, denoise, prepare_latents, step_kwargs, unet_predictor
+from text2earth.pipelines.schedulers import make_scheduler
+from text2earth.resolution import UNKNOWN_LEVEL, parse_prompt, resolve_levels
+
+OUTPUT_TYPES = ("pil", "np", "pt", "latent")
+
+
+@dataclass
+class Text2EarthPipelineOutput(BaseOutput):
+    """``images`` in the requested type; ``levels`` and ``prompts`` (caption, prefix removed), one per image."""
+
+    images: list[PIL.Image.Image] | np.ndarray | torch.Tensor
+    levels: list[float]
+    prompts: list[str]
+
+
+def _is_sequence(value: Any) -> bool:
+    return isinstance(value, Sequence) and not isinstance(value, (str, bytes))
+
+
+class Text2EarthPipeline(DiffusionPipeline):
+    """Stable-Diffusion-2 latent diffusion with Text2Earth's zoom-level class embedding."""
+
+    model_cpu_offload_seq = "text_encoder->unet->vae"
+
+    def __init__(
+        self,
+        vae: AutoencoderKL,
+        text_encoder: CLIPTextModel,
+        tokenizer: CLIPTokenizer,
+        unet: UNet2DConditionModel,
+        scheduler: Any,
+        level_scale: float = 1.0,
+    ) -> None:
+        super().__init__()
+        self.register_modules(vae=vae, text_encoder=text_encoder, tokenizer=tokenizer, unet=unet, scheduler=scheduler)
+        # In the config so that save_pretrained writes it into model_index.json (load_from_folder reads it back).
+        self.register_to_config(level_scale=float(level_scale))
+        self.vae_scale_factor = 2 ** (len(self.vae.config.block_out_channels) - 1)
+        self.image_processor = VaeImageProcessor(vae_scale_factor=self.vae_scale_factor)
+
+    # ----------------------------------------------------------------------------------------- loading
+    @classmethod
+    def from_components(cls, components: Components, scheduler: str | None = None) -> Text2EarthPipeline:
+        """A pipeline over already built parts; ``scheduler`` names a sampler to use instead of theirs."""
+        sampler = components.scheduler
+        if scheduler is not None:
+            sampler = make_scheduler(scheduler, components.scheduler.config)
+        return cls(
+            vae=components.vae,
+            text_encoder=components.text_encoder,
+            tokenizer=components.tokenizer,
+            unet=components.unet,
+            scheduler=sampler,
+            level_scale=components.level_scale,
+        )
+
+    @classmethod
+    def from_pretrained(
+        cls, folder: str | Path, scheduler: str | None = None, torch_dtype: torch.dtype | None = None
+    ) -> Text2EarthPipeline:
+        """Load a local folder in the published layout (never the network).
+
+        Uses the folder's own scheduler unless ``scheduler`` names one of ``SCHEDULERS``. A missing
+        folder or a hub id raises :class:`~text2earth.models.components.ModelFolderError`.
+        """
+        return cls.from_components(load_from_folder(folder, torch_dtype=torch_dtype), scheduler=scheduler)
+
+    # ----------------------------------------------------------------------------------------- inputs
+    def _split_prompts(
+        self,
+        prompt: str | list[str],
+        level: float | Sequence[float | None] | None,
+        gsd_m: float | Sequence[float | None] | None,
+    ) -> tuple[list[str], list[float]]:
+        """Captions without the ``{L}_GOOGLE_LEVEL_`` prefix, and one level per prompt."""
+        prompts = [prompt] if isinstance(prompt, str) else list(prompt) if _is_sequence(prompt) else None
+        if not prompts:
+            raise ValueError("prompt must be a string or a non-empty list of strings")
+        if not all(isinstance(p, str) for p in prompts):
+            raise ValueError(f"every prompt must be a string, got {[type(p).__name__ for p in prompts]}")
+        parsed = [parse_prompt(p) for p in prompts]
+        captions = [caption for caption, _ in parsed]
+        n = len(prompts)
+        explicit = level if level is not None else gsd_m
+        given_levels = resolve_levels(n, level, gsd_m)
+        # Which prompts had a level given explicitly (a ``None`` inside a per-prompt list means "not given").
+        given = [v is not None for v in explicit] if _is_sequence(explicit) else [explicit is not None] * n
+        levels = []
+        for i, (caption_level, has_given) in enumerate(zip((lv for _, lv in parsed), given, strict=True)):
+            if has_given:
+                if caption_level is not None and not math.isclose(caption_level, given_levels[i], abs_tol=1e-6):
+                    raise ValueError(
+                        f"prompt {i} carries level {caption_level:g} in its prefix but level {given_levels[i]:g} "
+                        "was given explicitly"
+                    )
+                levels.append(given_levels[i])
+            else:
+                # The published pipeline: the prefix level if there is one, else 0 ("unknown").
+                levels.append(UNKNOWN_LEVEL if caption_level is None else caption_level)
+        return captions, levels
+
+    def check_inputs(
+        self,
+        n_prompts: int,
+        height: int,
+        width: int,
+        num_inference_steps: int,
+        num_images_per_prompt: int,
+        negative_prompt: str | list[str] | None,
+        output_type: str,
+    ) -> list[str] | None:
+        """Raise a one-line ``ValueError`` for bad arguments; returns the negative prompts as a list."""
+        for name, value in (("height", height), ("width", width)):
+            if not isinstance(value, int) or value <= 0 or value % self.vae_scale_factor:
+                raise ValueError(f"{name} must be a positive multiple of {self.vae_scale_factor}, got {value!r}")
+        if not isinstance(num_inference_steps, int) or num_inference_steps < 1:
+            raise ValueError(f"num_inference_steps must be a positive integer, got {num_inference_steps!r}")
+        if not isinstance(num_images_per_prompt, int) or num_images_per_prompt < 1:
+            raise ValueError(f"num_images_per_prompt must be a positive integer, got {num_images_per_prompt!r}")
+        if output_type not in OUTPUT_TYPES:
+            raise ValueError(f"output_type must be one of {', '.join(OUTPUT_TYPES)}; got {output_type!r}")
+        if negative_prompt is None:
+            return None
+        negatives = [negative_prompt] * n_prompts if isinstance(negative_prompt, str) else list(negative_prompt)
+        if len(negatives) != n_prompts:
+            raise ValueError(f"got {len(negatives)} negative prompts for {n_prompts} prompts")
+        return negatives
+
+    # ----------------------------------------------------------------------------------------- sampling
+    @torch.no_grad()
+    def __call__(
+        self,
+        prompt: str | list[str],
+        level: float | Sequence[float | None] | None = None,
+        gsd_m: float | Sequence[float | None] | None = None,
+        num_inference_steps: int = 50,
+        guidance_scale: float = 4.0,
+        level_guidance_scale: float | None = None,
+        negative_prompt: str | list[str] | None = None,
+        num_images_per_prompt: int = 1,
+        generator: torch.Generator | list[torch.Generator] | None = None,
+        latents: torch.Tensor | None = None,
+        height: int | None = None,
+        width: int | None = None,
+        output_type: str = "pil",
+        return_dict: bool = True,
+        show_progress: bool = True,
+    ) -> Text2EarthPipelineOutput | tuple:
+        """Generate images for ``prompt`` at the resolution given by ``level`` or ``gsd_m``.
+
+        A prompt in the published ``"{L}_GOOGLE_LEVEL_{caption}"`` form uses ``L`` unless a level is
+        given (a different explicit level is an error); no level at all means 0 ("unknown"), as in the
+        published pipeline. ``level_guidance_scale=None`` is the published classifier-free guidance;
+        a number guides text and level separately (:class:`TextLevelGuidance`).
+        """
+        captions, levels = self._split_prompts(prompt, level, gsd_m)
+        size = self.unet.config.sample_size * self.vae_scale_factor
+        height, width = height or size, width or size
+        negatives = self.check_inputs(
+            len(captions), height, width, num_inference_steps, num_images_per_prompt, negative_prompt, output_type
+        )
+        device, dtype = self._execution_device, self.unet.dtype
+        guider = make_guider(guidance_scale, level_guidance_scale)
+
+        # Text embeddings in the UNet's dtype; the level class labels stay float32 like the timesteps
+        # (build_conditions explains why: bf16 would shift scaled levels).
+        conditions = build_conditions(
+            guider.branches(captions, levels, negatives),
+            self.text_encoder,
+            self.tokenizer,
+            self.config.level_scale,
+            num_images_per_prompt=num_images_per_prompt,
+            device=device,
+            dtype=dtype,
+        )
+        self.scheduler.set_timesteps(num_inference_steps, device=device)
+        n_images = len(captions) * num_images_per_prompt
+        shape = (
+            n_images,
+            self.unet.config.in_channels,
+            height // self.vae_scale_factor,
+            width // self.vae_scale_factor,
+        )
+        latents = prepare_latents(self.scheduler, shape, generator, device, dtype, latents)
+        latents = denoise(
+            self.scheduler,
+            latents,
+            self.scheduler.timesteps,
+            guider,
+            unet_predictor(self.unet),
+            conditions,
+            extra_step_kwargs=step_kwargs(self.scheduler, generator),
+            show_progress=show_progress,
+        )
+
+        if output_type == "latent":
+            images = latents
+        else:
+            decoded = self.vae.decode(latents / self.vae.config.scaling_factor, return_dict=False, generator=generator)
+            images = self.image_processor.postprocess(decoded[0], output_type=output_type)
+        self.maybe_free_model_hooks()
+
+        image_levels = [lv for lv in levels for _ in range(num_images_per_prompt)]
+        image_prompts = [c for c in captions for _ in range(num_images_per_prompt)]
+        if not return_dict:
+            return images, image_levels, image_prompts
+        return Text2EarthPipelineOutput(images=images, levels=image_levels, prompts=image_prompts)
