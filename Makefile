@@ -65,14 +65,16 @@ demo: install
 	$(PY) -m text2earth.demo --model $(DEMO_MODEL) --out outputs/demo
 
 # The recipe of the shipped demo model. Long on CPU (see models/demo/RECIPE.md for the measured time).
-DEMO_AE_STEPS ?= 1500
-DEMO_UNET_STEPS ?= 3000
+DEMO_AE_STEPS ?= 600
+DEMO_UNET_STEPS ?= 2000
 demo-train: install
 	rm -rf outputs/demo_train
 	$(T2E) train experiment=demo_autoencoder trainer.max_steps=$(DEMO_AE_STEPS) \
 		export_dir=outputs/demo_train/vae hydra.run.dir=outputs/demo_train/autoencoder
+	$(T2E) data cache-latents 'data/embedded/*.tar' --model outputs/demo_train/vae --out outputs/demo_train/latents
 	$(T2E) train experiment=demo trainer.max_steps=$(DEMO_UNET_STEPS) \
 		model.components.vae_folder=outputs/demo_train/vae \
+		data.train_shards='outputs/demo_train/latents/train-*.tar' data.val_shards='outputs/demo_train/latents/val-*.tar' \
 		export_dir=outputs/demo_train/model hydra.run.dir=outputs/demo_train/unet
 	$(PY) -m text2earth.demo_recipe --run outputs/demo_train --out $(DEMO_MODEL) \
 		--ae-steps $(DEMO_AE_STEPS) --unet-steps $(DEMO_UNET_STEPS)

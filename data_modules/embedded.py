@@ -28,7 +28,7 @@ import tarfile
 import time
 from collections import Counter, defaultdict
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -45,8 +45,8 @@ GAMMA = 1.8
 # Per-pixel index thresholds (TOA reflectance) used for the fractions and the caption class.
 NDWI_WATER = 0.0
 SWIR_WATER = 0.015  # water absorbs SWIR; wet salt marsh (also NDWI > 0) does not, so SWIR separates them
-# Landsat B9 (1.37 um, "cirrus") TOA reflectance: the ground is dark there (water vapour absorbs),
-# so clouds high enough to be seen in it stand out. Soft ramp from clear to fully cloudy.
+# Landsat B9 / Sentinel-2 B10 (1.375 um, "cirrus") TOA reflectance: the ground is dark there (water
+# vapour absorbs), so clouds high enough to be seen in it stand out. Soft ramp: clear -> fully cloudy.
 CIRRUS_RAMP = (0.005, 0.02)
 NDVI_VEGETATION = 0.35
 NDVI_DENSE = 0.55
@@ -229,7 +229,6 @@ class Level:
     nir_dn: np.ndarray | None = None
     pan_dn: np.ndarray | None = None
     stride: int = 0
-    counts: dict[str, int] = field(default_factory=dict)
 
     @property
     def level(self) -> float:
@@ -262,13 +261,19 @@ def _stretch(bands: list[np.ndarray], clear: np.ndarray) -> tuple[np.ndarray, np
     return lo, hi
 
 
-def _s2_cloud(red: np.ndarray, green: np.ndarray, blue: np.ndarray, nir: np.ndarray) -> np.ndarray:
-    """Simple brightness/whiteness test (the scene has no QA band; it is nearly cloud-free)."""
-    vis = (red + green + blue) / 3
-    white = (np.maximum(np.maximum(red, green), blue) - np.minimum(np.minimum(red, green), blue)) / np.maximum(
-        vis, 1e-6
-    )
-    return ((blue > 0.25) & (vis > 0.25) & (white < 0.25) & (nir > 0.2)).astype(np.float32)
+def _nearest(array: np.ndarray, grid: GeoGrid, onto: GeoGrid) -> np.ndarray:
+    """``array`` (on ``grid``) sampled at the pixel centres of the finer grid ``onto`` (nearest pixel)."""
+    rows = np.floor((grid.y0 - (onto.y0 - (np.arange(onto.height) + 0.5) * onto.px)) / grid.px)
+    cols = np.floor((onto.x0 + (np.arange(onto.width) + 0.5) * onto.px - grid.x0) / grid.px)
+    rows = np.clip(rows, 0, grid.height - 1).astype(int)
+    cols = np.clip(cols, 0, grid.width - 1).astype(int)
+    return array[rows][:, cols]
+
+
+def cirrus_cloud(reflectance: np.ndarray) -> np.ndarray:
+    """Per-pixel cloud fraction from the 1.375 um band (Landsat B9, Sentinel-2 B10) TOA reflectance."""
+    ramp = (reflectance - CIRRUS_RAMP[0]) / (CIRRUS_RAMP[1] - CIRRUS_RAMP[0])
+    return np.clip(ramp, 0.0, 1.0).astype(np.float32)
 
 
 def load_sentinel2(root: Path | None = None) -> Scene:
@@ -281,21 +286,12 @@ def load_sentinel2(root: Path | None = None) -> Scene:
     if any(g != base for g in grids.values()):
         raise ValueError("Sentinel-2 10 m bands are not on one grid")
     refl = {k: v.astype(np.float32) / 10_000.0 for k, v in raw.items()}  # L1C: DN = reflectance x 1e4
-    # B11 (SWIR, 20 m, its grid offset by 10 m from the 10 m one): nearest 20 m pixel of each 10 m
-    # centre. Used only to tell open water from wet marsh, never shown.
+    # B11 (SWIR, 20 m, its grid offset by 10 m from the 10 m one) tells open water from wet marsh;
+    # B10 (1.375 um, 60 m) finds clouds (the scene is cloud-free: it finds none). Neither is shown.
     swir, swir_grid = read_band(folder / "s2_B11.jp2")
-    rows = np.clip(
-        np.floor((swir_grid.y0 - (base.y0 - (np.arange(base.height) + 0.5) * base.px)) / swir_grid.px),
-        0,
-        swir_grid.height - 1,
-    )
-    cols = np.clip(
-        np.floor((base.x0 + (np.arange(base.width) + 0.5) * base.px - swir_grid.x0) / swir_grid.px),
-        0,
-        swir_grid.width - 1,
-    )
-    refl["swir"] = swir[rows.astype(int)][:, cols.astype(int)].astype(np.float32) / 10_000.0
-    cloud = _s2_cloud(refl["red"], refl["green"], refl["blue"], refl["nir"])
+    refl["swir"] = _nearest(swir, swir_grid, base).astype(np.float32) / 10_000.0
+    cirrus, cirrus_grid = read_band(folder / "s2_B10.jp2")
+    cloud = cirrus_cloud(_nearest(cirrus, cirrus_grid, base).astype(np.float32) / 10_000.0)
     lo, hi = _stretch([refl["red"], refl["green"], refl["blue"]], cloud < 0.5)
     levels = [Level("sentinel2", 10.0, base, "native", refl, cloud, nir_dn=raw["nir"])]
     nir_dn = raw["nir"].astype(np.float32)
@@ -357,8 +353,7 @@ def load_landsat8(root: Path | None = None) -> Scene:
     # cirrus confidence) misses the edges and the thin parts of this scene's cloud field, so the
     # B9 reflectance is ramped in as a per-pixel cloud fraction as well.
     qa_cloud = (((qa >> 14) & 3) >= 2) | (((qa >> 12) & 3) == 3)
-    cirrus = np.clip((to_refl(raw["cirrus"]) - CIRRUS_RAMP[0]) / (CIRRUS_RAMP[1] - CIRRUS_RAMP[0]), 0.0, 1.0)
-    cloud = np.maximum(qa_cloud.astype(np.float32), cirrus).astype(np.float32)
+    cloud = np.maximum(qa_cloud.astype(np.float32), cirrus_cloud(to_refl(raw["cirrus"])))
     lo, hi = _stretch([refl["red"], refl["green"], refl["blue"]], cloud < 0.5)
 
     pan_refl = to_refl(raw["pan"])

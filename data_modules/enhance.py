@@ -19,9 +19,11 @@ import torch
 import webdataset as wds
 from torch.utils.data import DataLoader
 
+from data_modules.shards import expand_shards
+from data_modules.webdataset_datamodule import SkipCounter
 from text2earth.config import to_plain
 from text2earth.enhance.degradations import DegradationConfig, make_pair, sample_rng
-from text2earth.enhance.io import IMAGE_SUFFIXES, decode
+from text2earth.enhance.imagefiles import IMAGE_SUFFIXES, decode
 
 log = logging.getLogger(__name__)
 _IMAGE_EXTS = tuple(s.lstrip(".") for s in IMAGE_SUFFIXES)
@@ -95,62 +97,72 @@ def degradation_config(cfg: dict[str, Any] | None) -> DegradationConfig:
 class EnhanceDataModule(L.LightningDataModule):
     def __init__(
         self,
-        train_shards: str,
-        val_shards: str,
-        build_dir: str | None = None,
+        train_shards: Any,
+        val_shards: Any,
+        build_embedded_if_missing: str | None = None,
         scale: int = 2,
         crop_size: int | None = None,
         batch_size: int = 16,
         val_batch_size: int | None = None,
         num_workers: int = 0,
         shuffle_buffer: int = 1000,
+        seed: int = 0,
         val_seed: int = 1234,
         degradation: dict[str, Any] | None = None,
     ) -> None:
-        """``train_shards``/``val_shards``: shard specs (globs, braces); ``build_dir``: when the train shards are
-        missing, build the embedded real tiles there first (``data_modules.embedded.build_embedded_shards``);
+        """``train_shards``/``val_shards``: anything ``expand_shards`` takes; ``build_embedded_if_missing``: a
+        folder where the embedded real tiles are built first when the shards are missing (as ShardDataModule);
         ``crop_size``: clean-tile crop (random for training, centre for validation; None = whole tiles, which
-        must then share one size); ``degradation``: overrides of :class:`DegradationConfig`."""
+        must then share one size); ``seed``: shard shuffle; ``val_seed``: the fixed validation degradations;
+        ``degradation``: overrides of :class:`DegradationConfig`."""
         super().__init__()
         # Plain containers only: Lightning stores these in checkpoints, which must load with weights_only=True.
         degradation = to_plain(degradation)
         self.save_hyperparameters()
         self.degradation = degradation_config(degradation)
+        self.skips = SkipCounter()  # corrupt samples are logged, counted and skipped, never fatal
         self.train_urls: list[str] = []
         self.val_urls: list[str] = []
 
     def prepare_data(self) -> None:
-        from data_modules.shards import expand_shards
-
-        if self.hparams.build_dir and not expand_shards(self.hparams.train_shards):
+        folder = self.hparams.build_embedded_if_missing
+        if not folder:
+            return
+        try:
+            expand_shards(self.hparams.train_shards, split="train")
+            expand_shards(self.hparams.val_shards, split="val")
+            # Shards without the manifest are a build that never finished.
+            missing = not (Path(folder) / "manifest.json").is_file()
+        except FileNotFoundError:
+            missing = True
+        if missing:
             from data_modules.embedded import build_embedded_shards
 
-            log.info("building the embedded tile shards in %s", self.hparams.build_dir)
-            build_embedded_shards(Path(self.hparams.build_dir))
+            log.info("shards missing: building the embedded real tiles in %s", folder)
+            build_embedded_shards(folder, seed=0)
 
     def setup(self, stage: str | None = None) -> None:
-        from data_modules.shards import expand_shards
-
-        self.train_urls = [str(p) for p in expand_shards(self.hparams.train_shards)]
-        self.val_urls = [str(p) for p in expand_shards(self.hparams.val_shards)]
-        if stage in (None, "fit") and not self.train_urls:
-            raise FileNotFoundError(f"no training shards match {self.hparams.train_shards!r}")
-        if stage in (None, "fit", "validate") and not self.val_urls:
-            raise FileNotFoundError(f"no validation shards match {self.hparams.val_shards!r}")
+        if self.trainer is None:  # used on its own (evaluation, tests): nobody else calls prepare_data
+            self.prepare_data()
+        if stage in (None, "fit"):
+            self.train_urls = expand_shards(self.hparams.train_shards, split="train")
+        self.val_urls = expand_shards(self.hparams.val_shards, split="val")
 
     def _dataset(self, urls: list[str], train: bool) -> wds.WebDataset:
         hp = self.hparams
         ds = wds.WebDataset(
             urls,
-            shardshuffle=len(urls) if train else False,
+            shardshuffle=min(len(urls), 100) if train else False,
+            detshuffle=True,
+            seed=hp.seed,
             nodesplitter=wds.split_by_node,
             empty_check=False,  # fewer shards than workers is fine for small validation sets
-            handler=wds.warn_and_continue,
+            handler=self.skips,
         )
         if train:
-            ds = ds.shuffle(hp.shuffle_buffer)
-            return ds.map(_TrainPairs(hp.scale, hp.crop_size, self.degradation), handler=wds.warn_and_continue)
-        return ds.map(_ValPairs(hp.scale, hp.crop_size, self.degradation, hp.val_seed), handler=wds.warn_and_continue)
+            pairs = _TrainPairs(hp.scale, hp.crop_size, self.degradation)
+            return ds.shuffle(hp.shuffle_buffer).map(pairs, handler=self.skips)
+        return ds.map(_ValPairs(hp.scale, hp.crop_size, self.degradation, hp.val_seed), handler=self.skips)
 
     def _loader(self, urls: list[str], train: bool) -> DataLoader:
         hp = self.hparams

@@ -36,6 +36,7 @@ from webdataset.autodecode import Decoder
 from webdataset.utils import PipelineStage, pytorch_worker_info
 
 from data_modules.shards import expand_shards
+from text2earth.imageio import decode_rgb
 from text2earth.resolution import UNKNOWN_LEVEL, check_level, gsd_to_level, level_to_gsd
 
 log = logging.getLogger(__name__)
@@ -123,8 +124,7 @@ def _decode_field(key: str, data: bytes) -> Any:
     """Decoders for the fields the batch needs; everything else stays raw bytes (never unpickled)."""
     ext = key.lstrip(".").lower()
     if ext in IMAGE_KEYS:
-        with PIL.Image.open(io.BytesIO(data)) as image:
-            return image.convert("RGB")  # convert() forces the full decode: corrupt data fails here
+        return decode_rgb(data, key)  # full decode: corrupt data fails here, and the sample is skipped
     if ext == "txt":
         return data.decode("utf-8")
     if ext == "json":

@@ -157,6 +157,8 @@ def test_captions_describe_content_never_resolution(samples):
             assert fr["cloud"] >= 0.6 and "cloud" in caption.lower()
         if "cloud" in caption.lower():
             assert fr["cloud"] >= 0.1, (caption, fr)
+        if meta["source"] == "sentinel2":  # the Sentinel-2 scene is cloud-free (its B10 agrees)
+            assert fr["cloud"] < 0.02, fr
     assert len(captions) >= 40  # seeded variety, not one sentence per class
     classes = Counter(meta["scene_class"] for _, meta, _, _ in samples)
     for cls in ("water", "coastline", "wetland", "forest", "cropland", "partly_cloudy", "cloud"):

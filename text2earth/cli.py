@@ -68,7 +68,16 @@ def _build_embedded(args: argparse.Namespace) -> int:
     from data_modules.embedded import build_embedded_shards
 
     manifest = build_embedded_shards(args.out, tile_size=args.tile)
-    print(f"wrote {manifest.get('total', manifest)} samples to {args.out}")
+    split = manifest["counts"]["split"]
+    print(f"wrote {split.get('train', 0)} train and {split.get('val', 0)} val tiles to {args.out}")
+    return 0
+
+
+def _cache_latents(args: argparse.Namespace) -> int:
+    from data_modules.latent_cache import cache_latents
+
+    counts = cache_latents(args.shards, args.model, args.out, image_size=args.image_size, batch_size=args.batch_size)
+    print(f"cached {counts['samples']} latents in {counts['shards']} shards to {args.out} (skipped {counts['skipped']})")
     return 0
 
 
@@ -119,6 +128,13 @@ def build_parser() -> argparse.ArgumentParser:
     emb.add_argument("--out", default="data/embedded")
     emb.add_argument("--tile", type=int, default=64)
     emb.set_defaults(func=_build_embedded)
+    cache = data_sub.add_parser("cache-latents", help="encode shard images with the VAE once (training skips the VAE)")
+    cache.add_argument("shards", help="brace pattern, glob, folder or list file")
+    cache.add_argument("--model", required=True, help="a model folder (its vae/) or a VAE folder")
+    cache.add_argument("--out", required=True)
+    cache.add_argument("--image-size", type=int, default=None, help="default: the VAE's sample size")
+    cache.add_argument("--batch-size", type=int, default=64)
+    cache.set_defaults(func=_cache_latents)
 
     for register in _plugin_registrars():
         register(sub)

@@ -8,6 +8,7 @@ guesses the range from the data, because a dark ``[-1, 1]`` image would be guess
 
 from __future__ import annotations
 
+import io
 import math
 import os
 import tempfile
@@ -123,6 +124,15 @@ def load_rgb(path: str | Path) -> PIL.Image.Image:
     """An image file as an RGB PIL image (file closed); clear errors for missing or undecodable files."""
     with _open(path) as image:
         return image.convert("RGB")
+
+
+def decode_rgb(data: bytes, name: str = "<bytes>") -> PIL.Image.Image:
+    """Encoded image bytes (a shard member) as an RGB PIL image; ``ImageReadError`` when undecodable."""
+    try:
+        with PIL.Image.open(io.BytesIO(data)) as image:
+            return image.convert("RGB")  # convert() forces the full decode
+    except (PIL.UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
+        raise ImageReadError(f"cannot decode image {name}: {exc}") from exc
 
 
 def make_grid(

@@ -1,6 +1,7 @@
-"""Visual quality enhancement of training images: RRDBNet x2 (BasicSR-compatible), training, folder/shard CLI."""
+"""Visual quality enhancement of training images: RRDBNet x2 (BasicSR-compatible), training, folder/shard CLI.
 
-from text2earth.enhance.rrdbnet import RRDBConfig, RRDBNet, load_rrdbnet, save_rrdbnet
-from text2earth.enhance.tiling import upscale
-
-__all__ = ["RRDBConfig", "RRDBNet", "load_rrdbnet", "save_rrdbnet", "upscale"]
+Modules: ``rrdbnet`` (network, checkpoint loading/saving), ``tiling`` (tiled inference), ``degradations``
+(synthetic training pairs), ``module`` (LightningModule), ``batch`` (folder and shard processing), ``imagefiles``
+(format-preserving image files), ``cli`` (``text2earth enhance``), ``evaluate`` (bicubic vs network).
+Nothing is imported here, so that registering the CLI subcommand does not load torch.
+"""

@@ -24,7 +24,7 @@ import torch
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
-from text2earth.enhance.io import IMAGE_SUFFIXES, ImageMeta, decode, encode, write_atomic
+from text2earth.enhance.imagefiles import IMAGE_SUFFIXES, ImageMeta, decode, encode, write_atomic
 from text2earth.enhance.rrdbnet import RRDBNet
 from text2earth.enhance.tiling import upscale
 from text2earth.imageio import ImageReadError
@@ -57,7 +57,6 @@ class Enhancer:
         outscale: float | None = None,
     ) -> None:
         self.net = net.to(device=device, dtype=torch.float16 if half else torch.float32).eval()
-        self.device = torch.device(device)
         self.tile, self.overlap, self.batch_size = tile, overlap, batch_size
         self.outscale = float(outscale) if outscale else float(net.scale)
 
@@ -100,17 +99,13 @@ def _write_failed(output_dir: Path, failed: list[tuple[str, str]]) -> None:
 
 
 def find_images(input_dir: Path, exclude: Path | None = None) -> list[Path]:
-    """Image files under ``input_dir`` (recursive, sorted), skipping ``exclude`` and hidden temporaries."""
+    """Image files under ``input_dir`` (recursive, sorted), skipping the folder ``exclude``."""
     files = []
     for root, dirs, names in os.walk(input_dir):
         root_path = Path(root)
         # An output folder inside the input folder must not be read back as input on a rerun.
         dirs[:] = sorted(d for d in dirs if exclude is None or (root_path / d).resolve() != exclude)
-        files += [
-            root_path / n
-            for n in sorted(names)
-            if Path(n).suffix.lower() in IMAGE_SUFFIXES and not (n.startswith(".") and n.endswith(".tmp"))
-        ]
+        files += [root_path / n for n in sorted(names) if Path(n).suffix.lower() in IMAGE_SUFFIXES]
     return files
 
 
@@ -207,13 +202,16 @@ def _iter_samples(tar: tarfile.TarFile) -> Iterator[tuple[str, list[tuple[tarfil
 
 
 def update_resolution(meta: dict, outscale: float) -> dict:
-    """Metadata after resampling by ``outscale``: finer ground sample distance, higher zoom level."""
+    """Metadata after resampling by ``outscale``: finer ground sample distance, higher zoom level.
+
+    Unknown values (missing, null, level 0) stay unknown."""
     meta = dict(meta)
-    if isinstance(meta.get("gsd_m"), int | float) and meta["gsd_m"] > 0:
-        meta["gsd_m"] = meta["gsd_m"] / outscale
-    if isinstance(meta.get("level"), int | float) and meta["level"] != UNKNOWN_LEVEL:
-        gsd = meta["gsd_m"] if "gsd_m" in meta else level_to_gsd(meta["level"]) / outscale
-        meta["level"] = gsd_to_level(gsd)
+    gsd, level = meta.get("gsd_m"), meta.get("level")
+    known_gsd = isinstance(gsd, int | float) and gsd > 0
+    if known_gsd:
+        meta["gsd_m"] = gsd / outscale
+    if isinstance(level, int | float) and level != UNKNOWN_LEVEL:
+        meta["level"] = gsd_to_level(meta["gsd_m"] if known_gsd else level_to_gsd(level) / outscale)
     return meta
 
 

@@ -15,12 +15,13 @@ USER_ERRORS: tuple[type[BaseException], ...] = (ValueError, FileNotFoundError, N
 
 
 def _expand(spec: str) -> list[Path]:
-    from data_modules.shards import expand_shards
+    from data_modules.shards import expand_shards  # raises FileNotFoundError when nothing matches
 
-    shards = [Path(p) for p in expand_shards(spec)]
-    if not shards:
-        raise FileNotFoundError(f"no shards match {spec!r}")
-    return shards
+    urls = expand_shards(spec)
+    remote = [u for u in urls if "://" in u or u.startswith("pipe:")]
+    if remote:
+        raise ValueError(f"shard mode reads and writes local shards only, got {remote[0]!r}")
+    return [Path(u) for u in urls]
 
 
 def run(args: argparse.Namespace) -> int:
@@ -78,6 +79,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         description="Upscale and clean images with an RRDBNet checkpoint (BasicSR .pth or our .safetensors). "
         "Walks --input-dir recursively and writes the same relative paths, names and formats under --output-dir; "
         "files already there are skipped (resume).",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
     src = p.add_mutually_exclusive_group(required=True)
     src.add_argument("--input-dir", help="folder of PNG/JPEG/TIFF images (searched recursively)")

@@ -40,12 +40,20 @@ def evaluate(
     batch_size: int = 64,
     strip_tiles: int = 8,
     progress: bool = True,
+    save_inputs: bool = False,
+    build_embedded_if_missing: str | None = None,
 ) -> dict[str, Any]:
-    """Score bicubic and the network on every pair; return (and write) the mean figures overall and per source."""
+    """Score bicubic and the network on every pair; return (and write) the mean figures overall and per source.
+
+    ``save_inputs`` also writes the degraded inputs as ``out_dir/inputs/{source}/{key}.png`` (8-bit, exactly what
+    the network saw), a ready folder for ``text2earth enhance --input-dir``; ``build_embedded_if_missing``: a
+    folder where the embedded tiles are built first when ``shards`` match nothing."""
     from data_modules.enhance import EnhanceDataModule
 
     net = load_rrdbnet(checkpoint)
-    dm = EnhanceDataModule(shards, shards, scale=net.scale, val_batch_size=batch_size, val_seed=seed)
+    dm = EnhanceDataModule(
+        shards, shards, build_embedded_if_missing, scale=net.scale, val_batch_size=batch_size, val_seed=seed
+    )
     dm.setup("validate")
     scores: dict[str, dict[str, list[torch.Tensor]]] = defaultdict(lambda: defaultdict(list))
     keep: list[tuple] = []  # (key, source, lq, bicubic, network, target) for the strip
@@ -55,10 +63,13 @@ def evaluate(
         outputs = {"bicubic": quantize(bicubic(lq, net.scale)), "rrdbnet": quantize(net(lq))}
         for name, pred in outputs.items():
             psnr, ssim = _per_image(pred, gt)
-            for group in ("all", *batch["source"]):
+            for group in ("all", *sorted(set(batch["source"]))):
                 mask = torch.tensor([group in ("all", s) for s in batch["source"]])
                 scores[group][f"{name}_psnr"].append(psnr[mask])
                 scores[group][f"{name}_ssim"].append(ssim[mask])
+        if save_inputs:
+            for key, source, img in zip(batch["key"], batch["source"], lq, strict=True):
+                save_png(img, Path(out_dir) / "inputs" / (source or "tiles") / f"{key}.png")
         keep += [
             (k, s, lq[i], outputs["bicubic"][i], outputs["rrdbnet"][i], gt[i])
             for i, (k, s) in enumerate(zip(batch["key"], batch["source"], strict=True))
@@ -106,9 +117,19 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", default="outputs/enhance_eval")
     parser.add_argument("--seed", type=int, default=1234, help="degradation seed (the data config's val_seed)")
     parser.add_argument("--batch-size", type=int, default=64)
+    parser.add_argument("--save-inputs", action="store_true", help="write the degraded inputs to OUT/inputs/")
+    parser.add_argument("--build-embedded-if-missing", default=None, help="build the embedded tiles here if needed")
     args = parser.parse_args(argv)
     try:
-        report = evaluate(args.checkpoint, args.shards, args.out, args.seed, args.batch_size)
+        report = evaluate(
+            args.checkpoint,
+            args.shards,
+            args.out,
+            args.seed,
+            args.batch_size,
+            save_inputs=args.save_inputs,
+            build_embedded_if_missing=args.build_embedded_if_missing,
+        )
     except (ValueError, FileNotFoundError) as exc:
         print(f"evaluate: error: {exc}", file=sys.stderr)
         return 2
