@@ -82,6 +82,11 @@ class SampleGridLogger(L.Callback):
             if isinstance(logger, WandbLogger):
                 import wandb
 
-                logger.experiment.log({"samples": wandb.Image(grid, caption=f"step {trainer.global_step}")},
-                                      step=trainer.global_step)
+                # No step=: wandb's own step counter runs ahead of ours and would drop the image.
+                logger.experiment.log(
+                    {
+                        "samples": wandb.Image(grid, caption=f"step {trainer.global_step}"),
+                        "trainer/global_step": trainer.global_step,
+                    }
+                )
         return path

@@ -79,7 +79,9 @@ def cache_latents(
         counts["samples"] += len(kept)
         counts["shards"] += 1
     (out / "latent_cache.json").write_text(
-        json.dumps({**counts, "vae": str(vae_folder), "scaling_factor": vae.config.scaling_factor, "image_size": size},
-                   indent=2)
+        json.dumps(
+            {**counts, "vae": str(vae_folder), "scaling_factor": vae.config.scaling_factor, "image_size": size},
+            indent=2,
+        )
     )
     return counts

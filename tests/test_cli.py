@@ -21,8 +21,29 @@ def model_folder(tmp_path_factory):
 
 def test_generate_writes_pngs_with_metadata_and_grid(model_folder, tmp_path, capsys):
     out = tmp_path / "gen"
-    code = main(["generate", "cropland fields", "a river", "--model", str(model_folder), "--gsd", "10", "--n", "2",
-                 "--seed", "5", "--steps", "2", "--height", "32", "--width", "32", "--out", str(out)])
+    code = main(
+        [
+            "generate",
+            "cropland fields",
+            "a river",
+            "--model",
+            str(model_folder),
+            "--gsd",
+            "10",
+            "--n",
+            "2",
+            "--seed",
+            "5",
+            "--steps",
+            "2",
+            "--height",
+            "32",
+            "--width",
+            "32",
+            "--out",
+            str(out),
+        ]
+    )
     assert code == 0
     pngs = sorted(out.glob("0*.png"))
     assert len(pngs) == 4
@@ -32,8 +53,28 @@ def test_generate_writes_pngs_with_metadata_and_grid(model_folder, tmp_path, cap
     grid = Image.open(out / "grid.png")
     assert grid.size[0] >= 64 and grid.size[1] >= 64
     # image i is reproducible on its own from its seed
-    code = main(["generate", "a river", "--model", str(model_folder), "--gsd", "10", "--n", "1", "--seed", "7",
-                 "--steps", "2", "--height", "32", "--width", "32", "--out", str(tmp_path / "one")])
+    code = main(
+        [
+            "generate",
+            "a river",
+            "--model",
+            str(model_folder),
+            "--gsd",
+            "10",
+            "--n",
+            "1",
+            "--seed",
+            "7",
+            "--steps",
+            "2",
+            "--height",
+            "32",
+            "--width",
+            "32",
+            "--out",
+            str(tmp_path / "one"),
+        ]
+    )
     assert code == 0
     assert list(Image.open(tmp_path / "one" / "000_L13.6781_seed7.png").getdata()) == list(
         Image.open(pngs[2]).getdata()

@@ -5,14 +5,16 @@ import pytest
 from text2earth import resolution as r
 
 
-@pytest.mark.parametrize("gsd,level", [(0.5, 18), (1, 17), (2, 16), (10, 17 - math.log2(10)), (128, 10), (30, 17 - math.log2(30))])
+@pytest.mark.parametrize(
+    "gsd,level", [(0.5, 18), (1, 17), (2, 16), (10, 17 - math.log2(10)), (128, 10), (30, 17 - math.log2(30))]
+)
 def test_gsd_level_round_trip(gsd, level):
     assert r.gsd_to_level(gsd) == pytest.approx(level)
     assert r.level_to_gsd(r.gsd_to_level(gsd)) == pytest.approx(gsd)
 
 
 def test_fractional_levels_and_unknown():
-    assert r.level_to_gsd(13.5) == pytest.approx(2 ** 3.5)
+    assert r.level_to_gsd(13.5) == pytest.approx(2**3.5)
     assert r.level_to_gsd(0) is None
     assert r.gsd_to_level(None) == 0.0
     assert r.describe(0) == "L0 (unknown)"

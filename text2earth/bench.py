@@ -37,7 +37,9 @@ def _time(step: Callable[[], None], warmup: int, iters: int, device: torch.devic
     return (time.perf_counter() - start) / iters
 
 
-def run(preset: str, batch_size: int, image_size: int, iters: int, warmup: int, compile: bool, device: torch.device) -> dict:
+def run(
+    preset: str, batch_size: int, image_size: int, iters: int, warmup: int, compile: bool, device: torch.device
+) -> dict:
     cfg = OmegaConf.create(
         {
             "components": {"preset": preset},
@@ -48,9 +50,7 @@ def run(preset: str, batch_size: int, image_size: int, iters: int, warmup: int, 
     )
     module = LatentDiffusionModule(**cfg).to(device)
     module.train()
-    autocast = (
-        torch.autocast("cuda", dtype=torch.bfloat16) if device.type == "cuda" else contextlib.nullcontext()
-    )
+    autocast = torch.autocast("cuda", dtype=torch.bfloat16) if device.type == "cuda" else contextlib.nullcontext()
     if device.type == "cuda":  # what on_fit_start does under bf16-mixed
         module.vae.to(torch.bfloat16)
         module.text_encoder.to(torch.bfloat16)
@@ -72,7 +72,9 @@ def run(preset: str, batch_size: int, image_size: int, iters: int, warmup: int, 
             noise = torch.randn_like(latents)
             t = torch.randint(0, 1000, (batch_size,), device=device)
             noisy = sched.add_noise(latents, noise, t)
-            pred = unet(noisy, t, encoder_hidden_states=text, class_labels=level_class_labels(levels, module.level_scale)).sample
+            pred = unet(
+                noisy, t, encoder_hidden_states=text, class_labels=level_class_labels(levels, module.level_scale)
+            ).sample
             loss = F.mse_loss(pred.float(), noise)
         ref_opt.zero_grad(set_to_none=True)
         loss.backward()
@@ -96,7 +98,9 @@ def run(preset: str, batch_size: int, image_size: int, iters: int, warmup: int, 
     ref_s = _time(reference_step, warmup, iters, device)
     ours_s = _time(module_step, warmup, iters, device)
     return {
-        "device": torch.cuda.get_device_name(device) if device.type == "cuda" else f"cpu ({platform.processor() or platform.machine()}, {torch.get_num_threads()} threads)",
+        "device": torch.cuda.get_device_name(device)
+        if device.type == "cuda"
+        else f"cpu ({platform.processor() or platform.machine()}, {torch.get_num_threads()} threads)",
         "preset": preset,
         "batch_size": batch_size,
         "image_size": image_size,
@@ -120,7 +124,9 @@ def main() -> None:
     args = parser.parse_args()
     device = torch.device("cuda" if cuda else "cpu")
     result = run(args.preset, args.batch_size, args.image_size, args.iters, args.warmup, args.compile, device)
-    print(f"device: {result['device']}; preset {result['preset']}, batch {result['batch_size']}, {result['image_size']} px")
+    print(
+        f"device: {result['device']}; preset {result['preset']}, batch {result['batch_size']}, {result['image_size']} px"
+    )
     print(f"reference loop (VAE + text encoder each step, unfused AdamW): {result['reference_img_s']:8.1f} img/s")
     print(f"LatentDiffusionModule (cached latents/text, fused AdamW on GPU): {result['module_img_s']:8.1f} img/s")
     print(f"ratio: {result['ratio']:.2f}x")

@@ -9,7 +9,7 @@ from __future__ import annotations
 import argparse
 import os
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")  # never reach for the hub at run time
 
@@ -77,7 +77,9 @@ def _cache_latents(args: argparse.Namespace) -> int:
     from data_modules.latent_cache import cache_latents
 
     counts = cache_latents(args.shards, args.model, args.out, image_size=args.image_size, batch_size=args.batch_size)
-    print(f"cached {counts['samples']} latents in {counts['shards']} shards to {args.out} (skipped {counts['skipped']})")
+    print(
+        f"cached {counts['samples']} latents in {counts['shards']} shards to {args.out} (skipped {counts['skipped']})"
+    )
     return 0
 
 
@@ -88,11 +90,15 @@ def _level_or_gsd(parser: argparse.ArgumentParser) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from text2earth.enhance.cli import register as register_enhance
+
     parser = argparse.ArgumentParser(prog="text2earth", description="Text-driven remote-sensing image generation.")
     sub = parser.add_subparsers(dest="command", required=True)
 
     gen = sub.add_parser("generate", help="text -> images at a chosen ground resolution")
-    gen.add_argument("prompt", nargs="+", help="one or more captions (the published '17_GOOGLE_LEVEL_...' form works too)")
+    gen.add_argument(
+        "prompt", nargs="+", help="one or more captions (the published '17_GOOGLE_LEVEL_...' form works too)"
+    )
     gen.add_argument("--model", required=True, help="local model folder in the published Text2Earth layout")
     _level_or_gsd(gen)
     gen.add_argument("--n", type=int, default=4, help="images per prompt")
@@ -136,20 +142,8 @@ def build_parser() -> argparse.ArgumentParser:
     cache.add_argument("--batch-size", type=int, default=64)
     cache.set_defaults(func=_cache_latents)
 
-    for register in _plugin_registrars():
-        register(sub)
+    register_enhance(sub)
     return parser
-
-
-def _plugin_registrars() -> list[Callable[[argparse._SubParsersAction], None]]:
-    registrars = []
-    try:
-        from text2earth.enhance.cli import register as register_enhance
-
-        registrars.append(register_enhance)
-    except ImportError:  # the enhancement package is optional at import time
-        pass
-    return registrars
 
 
 def main(argv: Sequence[str] | None = None) -> int:

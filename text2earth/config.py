@@ -13,7 +13,9 @@ from omegaconf import DictConfig, ListConfig, OmegaConf, open_dict
 CONF_DIR = Path(__file__).resolve().parent.parent / "conf"
 
 
-def compose_config(config_name: str = "train", overrides: list[str] | None = None, output_dir: str | None = None) -> DictConfig:
+def compose_config(
+    config_name: str = "train", overrides: list[str] | None = None, output_dir: str | None = None
+) -> DictConfig:
     """Compose a config as ``@hydra.main`` would, without running an app (tests, notebooks).
 
     ``output_dir`` fixes the run folder (what ``hydra.runtime.output_dir`` resolves to).

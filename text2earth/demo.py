@@ -60,8 +60,13 @@ def render(
     rows, labels = [], []
     for prompt in prompts:
         generators = [torch.Generator().manual_seed(seed) for _ in levels]
-        out = pipe([prompt] * len(levels), level=levels, num_inference_steps=steps, guidance_scale=guidance,
-                   generator=generators)
+        out = pipe(
+            [prompt] * len(levels),
+            level=levels,
+            num_inference_steps=steps,
+            guidance_scale=guidance,
+            generator=generators,
+        )
         rows.append(out.images)
         labels.append(f"generated: {prompt}")
     real = real_tiles_by_gsd(shards, gsds)
@@ -73,8 +78,14 @@ def render(
     path = save_png(
         grid,
         Path(out_dir) / "samples_by_resolution.png",
-        {"model": model, "prompts": " | ".join(prompts), "levels": ",".join(f"{v:.2f}" for v in levels),
-         "seed": str(seed), "steps": str(steps), "guidance": f"{guidance:g}"},
+        {
+            "model": model,
+            "prompts": " | ".join(prompts),
+            "levels": ",".join(f"{v:.2f}" for v in levels),
+            "seed": str(seed),
+            "steps": str(steps),
+            "guidance": f"{guidance:g}",
+        },
     )
     return path
 
@@ -91,9 +102,21 @@ def main() -> None:
     parser.add_argument("--guidance", type=float, default=4.0)
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args()
-    path = render(args.model, args.out, args.shards, args.prompt or DEFAULT_PROMPTS, args.gsd or DEFAULT_GSDS,
-                  args.steps, args.guidance, args.seed)
-    info = json.loads((Path(args.model) / "recipe.json").read_text()) if (Path(args.model) / "recipe.json").exists() else {}
+    path = render(
+        args.model,
+        args.out,
+        args.shards,
+        args.prompt or DEFAULT_PROMPTS,
+        args.gsd or DEFAULT_GSDS,
+        args.steps,
+        args.guidance,
+        args.seed,
+    )
+    info = (
+        json.loads((Path(args.model) / "recipe.json").read_text())
+        if (Path(args.model) / "recipe.json").exists()
+        else {}
+    )
     print(f"wrote {path}" + (f" (model trained {info.get('unet_steps')} UNet steps)" if info else ""))
 
 

@@ -25,7 +25,9 @@ def module_from_checkpoint(checkpoint: dict[str, Any], use_ema: bool = True):
 
     hparams = checkpoint.get("hyper_parameters")
     if not hparams or "components" not in hparams:
-        raise ValueError("checkpoint has no LatentDiffusionModule hyper-parameters: was it written by `text2earth train`?")
+        raise ValueError(
+            "checkpoint has no LatentDiffusionModule hyper-parameters: was it written by `text2earth train`?"
+        )
     module = LatentDiffusionModule(**hparams)
     module.load_state_dict(checkpoint["state_dict"], strict=hparams.get("save_frozen_in_checkpoint", True))
     if use_ema:

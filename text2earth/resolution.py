@@ -45,9 +45,7 @@ def gsd_to_level(gsd_m: float | None) -> float:
         raise ValueError(f"gsd_m must be a positive number of metres per pixel, got {gsd_m!r}")
     level = 17.0 - math.log2(gsd)
     if not 0.0 < level <= MAX_LEVEL:
-        raise ValueError(
-            f"gsd_m={gsd_m!r} gives level {level:.3f}, outside the model's range (0, {MAX_LEVEL:g}]"
-        )
+        raise ValueError(f"gsd_m={gsd_m!r} gives level {level:.3f}, outside the model's range (0, {MAX_LEVEL:g}]")
     return level
 
 
@@ -96,7 +94,7 @@ def parse_prompt(prompt: str) -> tuple[str, float | None]:
     match = _PREFIX_RE.match(prompt)
     if match is None:
         return prompt, None
-    return prompt[match.end():], check_level(match.group("level"))
+    return prompt[match.end() :], check_level(match.group("level"))
 
 
 def format_prompt(caption: str, level: float) -> str:

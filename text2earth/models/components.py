@@ -43,7 +43,9 @@ class Components:
     level_scale: float = 1.0
 
     def parameter_counts(self) -> dict[str, int]:
-        counts = {name: sum(p.numel() for p in getattr(self, name).parameters()) for name in ("unet", "vae", "text_encoder")}
+        counts = {
+            name: sum(p.numel() for p in getattr(self, name).parameters()) for name in ("unet", "vae", "text_encoder")
+        }
         counts["total"] = sum(counts.values())
         return counts
 
@@ -61,7 +63,9 @@ def check_model_folder(folder: str | Path, parts: tuple[str, ...] = SUBFOLDERS) 
         raise ModelFolderError(f"model folder {text!r} does not exist")
     missing = [p for p in parts if not (path / p).is_dir()]
     if missing:
-        raise ModelFolderError(f"{path} is not a Text2Earth/diffusers model folder: missing {', '.join(p + '/' for p in missing)}")
+        raise ModelFolderError(
+            f"{path} is not a Text2Earth/diffusers model folder: missing {', '.join(p + '/' for p in missing)}"
+        )
     return path
 
 
@@ -207,7 +211,9 @@ def count_parameters(preset: str) -> dict[str, int]:
         unet = UNet2DConditionModel(**parts["unet"])
         vae = AutoencoderKL(**parts["vae"])
         text_encoder = CLIPTextModel(CLIPTextConfig(**parts["text_encoder"]))
-    counts = {name: sum(p.numel() for p in m.parameters()) for name, m in
-              (("unet", unet), ("vae", vae), ("text_encoder", text_encoder))}
+    counts = {
+        name: sum(p.numel() for p in m.parameters())
+        for name, m in (("unet", unet), ("vae", vae), ("text_encoder", text_encoder))
+    }
     counts["total"] = sum(counts.values())
     return counts
