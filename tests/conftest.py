@@ -8,7 +8,8 @@ os.environ.setdefault("WANDB_SILENT", "true")
 import pytest  # noqa: E402
 import torch  # noqa: E402
 
-torch.set_num_threads(2)
+# One thread: tiny ops oversubscribe two cores shared with DataLoader workers (10x+ slower).
+torch.set_num_threads(1)
 
 
 @pytest.fixture
