@@ -8,6 +8,7 @@ import pytest
 import torch
 
 from callbacks.ema import EMA, ema_weights_from_checkpoint
+from text2earth.cli import main as cli_main
 from text2earth.config import compose_config
 from text2earth.export import export_checkpoint, load_checkpoint
 from text2earth.pipelines.text2img import Text2EarthPipeline
@@ -99,6 +100,10 @@ def test_train_ema_checkpoint_export_reload(embedded_shards, tmp_path):
     assert any(not torch.equal(shadow[n], trained[n].detach()) for n in shadow)  # EMA != raw weights
 
     exported = export_checkpoint(last, tmp_path / "exported")
+    # the CLI does the same, and a missing checkpoint is a one-line error
+    assert cli_main(["export", str(last), "--out", str(tmp_path / "exported_cli")]) == 0
+    assert (tmp_path / "exported_cli" / "unet" / "diffusion_pytorch_model.safetensors").exists()
+    assert cli_main(["export", str(tmp_path / "missing.ckpt"), "--out", str(tmp_path / "x")]) == 2
     pipe = Text2EarthPipeline.from_pretrained(exported)
     for name, p in pipe.unet.named_parameters():  # the folder holds the EMA weights
         torch.testing.assert_close(p.detach(), shadow[name], rtol=0, atol=0)
@@ -157,3 +162,24 @@ def test_ema_update_rule_and_swap():
     assert warm.current_decay() == pytest.approx(0.1)  # (1 + 0) / (10 + 0): early updates forget the init
     warm.num_updates = 10**6
     assert warm.current_decay() == 0.9999
+
+
+def test_bf16_mixed_casts_frozen_parts_and_checkpointing_trains(embedded_shards, tmp_path):
+    result = run(
+        "demo",
+        embedded_shards,
+        tmp_path,
+        [
+            "debug=fast",
+            "model.components.vae_folder=null",
+            "trainer.precision=bf16-mixed",
+            "model.gradient_checkpointing=true",
+            "callbacks.samples.at_train_end=false",
+            "callbacks.export=null",
+        ],
+    )
+    module = result["model"]
+    assert result["global_step"] == 1
+    assert module.vae.dtype == torch.bfloat16 and module.text_encoder.dtype == torch.bfloat16
+    assert module.unet.dtype == torch.float32  # trained weights stay fp32 (autocast does the rest)
+    assert module.unet.is_gradient_checkpointing
