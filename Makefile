@@ -61,7 +61,7 @@ demo: install
 		callbacks.samples.num_inference_steps=10 callbacks.model_checkpoint.every_n_train_steps=60 \
 		export_dir=$(DEMO_RUN)/model hydra.run.dir=$(DEMO_RUN)/unet
 	$(T2E) export $(DEMO_RUN)/unet/checkpoints/last.ckpt --out $(DEMO_RUN)/exported
-	$(T2E) generate "cropland fields with scattered trees" --model $(DEMO_RUN)/exported --gsd 10 \
+	$(T2E) generate "a patchwork of farmland fields" --model $(DEMO_RUN)/exported --gsd 10 \
 		--n 4 --steps 20 --out $(DEMO_RUN)/samples
 	$(PY) -m text2earth.demo --model $(DEMO_MODEL) --out outputs/demo
 

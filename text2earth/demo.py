@@ -19,23 +19,28 @@ from data_modules.shards import expand_shards
 from text2earth.imageio import labelled_grid, save_png
 from text2earth.resolution import describe
 
+# Captions in the embedded data's vocabulary (what the demo model has seen).
 DEFAULT_PROMPTS = [
-    "cropland fields with scattered trees",
-    "dense green vegetation and forest",
-    "cumulus clouds over farmland",
+    "a patchwork of farmland fields",
+    "a coastline where land meets open water",
+    "a salt marsh with winding tidal creeks",
+    "a thick field of bright cumulus clouds",
 ]
 # The Sentinel-2 ladder of the embedded data: 160, 80, 40, 20 and 10 m per pixel.
 DEFAULT_GSDS = [160.0, 80.0, 40.0, 20.0, 10.0]
 
 
-def real_tiles_by_gsd(shards: str, gsds: list[float], per_gsd: int = 1, source: str = "sentinel2") -> dict[float, list]:
-    """The first ``per_gsd`` real tiles of each ground resolution found in the shards."""
+def real_tiles_by_gsd(
+    shards: str, gsds: list[float], per_gsd: int = 1, source: str = "sentinel2", scene_class: str = "cropland"
+) -> dict[float, list]:
+    """The first ``per_gsd`` real tiles of one scene class at each ground resolution in the shards."""
     found: dict[float, list] = {g: [] for g in gsds}
     dataset = wds.WebDataset(expand_shards(shards), shardshuffle=False, empty_check=False).decode("pil")
     for sample in dataset:
         meta = sample["json"]
         gsd = float(meta["gsd_m"])
-        if meta.get("source") == source and gsd in found and len(found[gsd]) < per_gsd:
+        wanted = meta.get("source") == source and meta.get("scene_class") == scene_class
+        if wanted and gsd in found and len(found[gsd]) < per_gsd:
             found[gsd].append(sample["png"].convert("RGB"))
         if all(len(v) >= per_gsd for v in found.values()):
             break
@@ -72,7 +77,7 @@ def render(
     real = real_tiles_by_gsd(shards, gsds)
     if all(real[g] for g in gsds):
         rows.append([real[g][0] for g in gsds])
-        labels.append("real Sentinel-2 tiles")
+        labels.append("real Sentinel-2 cropland tiles")
     size = rows[0][0].size[0] * 2
     grid = labelled_grid(rows, row_labels=labels, col_labels=[describe(v) for v in levels], cell_size=(size, size))
     path = save_png(

@@ -10,8 +10,6 @@ from __future__ import annotations
 
 import io
 import math
-import os
-import tempfile
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -19,6 +17,8 @@ from typing import Any
 import numpy as np
 import PIL.Image
 from PIL import ImageDraw, ImageFont, PngImagePlugin
+
+from text2earth.fileio import atomic_path
 
 ImageLike = PIL.Image.Image | np.ndarray | Any  # Any: a torch.Tensor, without importing torch here
 
@@ -91,14 +91,8 @@ def save_png(
         if value is not None:
             info.add_text(str(key), str(value))
     pil = to_pil(image, value_range)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            pil.save(handle, format="PNG", pnginfo=info)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    with atomic_path(path) as tmp:
+        pil.save(tmp, format="PNG", pnginfo=info)
     return path
 
 

@@ -109,4 +109,4 @@ def describe(level: float) -> str:
     gsd = level_to_gsd(level)
     if gsd is None:
         return "L0 (unknown)"
-    return f"L{level:g} ({gsd:g} m/px)"
+    return f"L{round(level, 2):g} ({gsd:g} m/px)"

@@ -12,7 +12,6 @@ import json
 import math
 import os
 import tarfile
-import tempfile
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -24,9 +23,10 @@ import torch
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
-from text2earth.enhance.imagefiles import IMAGE_SUFFIXES, ImageMeta, decode, encode, write_atomic
+from text2earth.enhance.imagefiles import IMAGE_SUFFIXES, ImageMeta, decode, encode
 from text2earth.enhance.rrdbnet import RRDBNet
 from text2earth.enhance.tiling import upscale
+from text2earth.fileio import atomic_path, write_atomic
 from text2earth.imageio import ImageReadError
 from text2earth.resolution import UNKNOWN_LEVEL, gsd_to_level, level_to_gsd
 
@@ -240,38 +240,31 @@ def _prepare_sample(
 
 
 def _enhance_shard(src: Path, dst: Path, enhancer: Enhancer, jpeg_quality: int, report: Report, bar: tqdm) -> None:
-    fd, tmp = tempfile.mkstemp(prefix=f".{dst.name}.", suffix=".tmp", dir=dst.parent)
-    os.close(fd)
-    try:
-        with tarfile.open(src, "r:*") as tin, tarfile.open(tmp, "w") as tout:
-            pending: list[tuple[int, np.ndarray, ImageMeta, list[tuple[tarfile.TarInfo, bytes]]]] = []
+    with atomic_path(dst) as tmp, tarfile.open(src, "r:*") as tin, tarfile.open(tmp, "w") as tout:
+        pending: list[tuple[int, np.ndarray, ImageMeta, list[tuple[tarfile.TarInfo, bytes]]]] = []
 
-            def flush() -> None:
-                outputs = enhancer([p[1] for p in pending])
-                for (idx, _, meta, members), out in zip(pending, outputs, strict=True):
-                    for j, (info, data) in enumerate(members):
-                        data = encode(out, meta, jpeg_quality) if j == idx else data
-                        new = tarfile.TarInfo(info.name)
-                        new.size, new.mtime, new.mode = len(data), info.mtime, info.mode
-                        tout.addfile(new, io.BytesIO(data))
-                report.done += len(pending)
-                bar.update(len(pending))
-                pending.clear()
+        def flush() -> None:
+            outputs = enhancer([p[1] for p in pending])
+            for (idx, _, meta, members), out in zip(pending, outputs, strict=True):
+                for j, (info, data) in enumerate(members):
+                    data = encode(out, meta, jpeg_quality) if j == idx else data
+                    new = tarfile.TarInfo(info.name)
+                    new.size, new.mtime, new.mode = len(data), info.mtime, info.mode
+                    tout.addfile(new, io.BytesIO(data))
+            report.done += len(pending)
+            bar.update(len(pending))
+            pending.clear()
 
-            for key, members in _iter_samples(tin):
-                try:
-                    pending.append(_prepare_sample(members, enhancer.outscale))
-                except ValueError as exc:  # ImageReadError, bad json, a level out of range
-                    report.failed.append((f"{src.name}:{key}", str(exc)))
-                    continue
-                if len(pending) == enhancer.batch_size:
-                    flush()
-            if pending:
+        for key, members in _iter_samples(tin):
+            try:
+                pending.append(_prepare_sample(members, enhancer.outscale))
+            except ValueError as exc:  # ImageReadError, bad json, a level out of range
+                report.failed.append((f"{src.name}:{key}", str(exc)))
+                continue
+            if len(pending) == enhancer.batch_size:
                 flush()
-        os.replace(tmp, dst)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+        if pending:
+            flush()
 
 
 def enhance_shards(

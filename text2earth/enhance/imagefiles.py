@@ -8,8 +8,6 @@ in [0, 1]; :class:`ImageMeta` remembers how to turn its output back into the ori
 from __future__ import annotations
 
 import io
-import os
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -107,17 +105,3 @@ def encode(rgb: np.ndarray, meta: ImageMeta, jpeg_quality: int = 95) -> bytes:
     buf = io.BytesIO()
     img.save(buf, format=meta.format, **kwargs)
     return buf.getvalue()
-
-
-def write_atomic(path: Path, data: bytes) -> None:
-    """Write under a temporary name in the same folder, then rename: a file that exists is a finished file
-    (that is what makes resume-by-skipping safe after a kill)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(data)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
