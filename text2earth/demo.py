@@ -69,6 +69,7 @@ def render(
             [prompt] * len(levels),
             level=levels,
             num_inference_steps=steps,
+            show_progress=False,
             guidance_scale=guidance,
             generator=generators,
         )
