@@ -7,6 +7,8 @@ import json
 import shutil
 from pathlib import Path
 
+from text2earth.fileio import atomic_directory
+
 
 def package(run_dir: str, out_dir: str, ae_steps: int, unet_steps: int) -> Path:
     run = Path(run_dir)
@@ -25,22 +27,18 @@ def package(run_dir: str, out_dir: str, ae_steps: int, unet_steps: int) -> Path:
         "weights": "UNet = EMA weights; text encoder = random frozen tiny CLIP text tower (seed 0)",
     }
     out = Path(out_dir)
-    tmp = out.with_name(out.name + ".tmp")
-    shutil.rmtree(tmp, ignore_errors=True)
-    shutil.copytree(model, tmp)
-    (tmp / "recipe.json").write_text(json.dumps(recipe, indent=2))
-    (tmp / "RECIPE.md").write_text(
-        "# Demo model recipe\n\n"
-        f"Trained by `{recipe['command']}` on {recipe['hardware']}.\n\n"
-        f"- autoencoder: {ae['global_step']} steps, {ae['wall_s'] / 60:.1f} min, "
-        f"val PSNR {ae['metrics'].get('val/psnr', float('nan')):.1f} dB\n"
-        f"- UNet: {unet['global_step']} steps, {unet['wall_s'] / 60:.1f} min, "
-        f"val loss {unet['metrics'].get('val/loss', float('nan')):.4f}\n"
-        f"- data: {recipe['data']}\n- {recipe['weights']}\n"
-    )
-    if out.exists():
-        shutil.rmtree(out)
-    tmp.rename(out)
+    with atomic_directory(out) as tmp:
+        shutil.copytree(model, tmp)
+        (tmp / "recipe.json").write_text(json.dumps(recipe, indent=2))
+        (tmp / "RECIPE.md").write_text(
+            "# Demo model recipe\n\n"
+            f"Trained by `{recipe['command']}` on {recipe['hardware']}.\n\n"
+            f"- autoencoder: {ae['global_step']} steps, {ae['wall_s'] / 60:.1f} min, "
+            f"val PSNR {ae['metrics'].get('val/psnr', float('nan')):.1f} dB\n"
+            f"- UNet: {unet['global_step']} steps, {unet['wall_s'] / 60:.1f} min, "
+            f"val loss {unet['metrics'].get('val/loss', float('nan')):.4f}\n"
+            f"- data: {recipe['data']}\n- {recipe['weights']}\n"
+        )
     return out
 
 

@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import json
-import shutil
 from pathlib import Path
 from typing import Any
 
 import torch
 
 from callbacks.ema import ema_weights_from_checkpoint
+from text2earth.fileio import write_atomic
 
 
 def load_checkpoint(path: str | Path) -> dict[str, Any]:
@@ -45,16 +45,7 @@ def export_checkpoint(checkpoint_path: str | Path, out_dir: str | Path, use_ema:
     """Write ``out_dir`` (safetensors, model_index.json) atomically: a temporary folder, then a rename."""
     checkpoint = load_checkpoint(checkpoint_path)
     module = module_from_checkpoint(checkpoint, use_ema=use_ema)
-    out_dir = Path(out_dir)
-    tmp = out_dir.with_name(out_dir.name + ".tmp")
-    shutil.rmtree(tmp, ignore_errors=True)
-    module.float().export(tmp)
-    (tmp / "export.json").write_text(
-        json.dumps(
-            {"checkpoint": str(checkpoint_path), "global_step": checkpoint.get("global_step"), "ema": use_ema}, indent=2
-        )
-    )
-    if out_dir.exists():
-        shutil.rmtree(out_dir)
-    tmp.rename(out_dir)
+    out_dir = module.float().export(out_dir)
+    info = {"checkpoint": str(checkpoint_path), "global_step": checkpoint.get("global_step"), "ema": use_ema}
+    write_atomic(out_dir / "export.json", json.dumps(info, indent=2).encode())
     return out_dir

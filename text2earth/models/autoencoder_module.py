@@ -18,6 +18,7 @@ import torch.nn.functional as F
 from diffusers import AutoencoderKL
 
 from text2earth.config import to_plain as _plain
+from text2earth.fileio import atomic_directory
 from text2earth.models.presets import get_preset
 
 
@@ -74,6 +75,6 @@ class AutoencoderModule(L.LightningModule):
         return hydra.utils.instantiate(_plain(self.hparams.optimizer), params=self.vae.parameters())
 
     def export(self, folder: str | Path) -> Path:
-        folder = Path(folder)
-        self.vae.save_pretrained(folder, safe_serialization=True)
-        return folder
+        with atomic_directory(folder) as tmp:
+            self.vae.save_pretrained(tmp, safe_serialization=True)
+        return Path(folder)

@@ -22,6 +22,7 @@ from diffusers import DDPMScheduler, EulerDiscreteScheduler
 from diffusers.models.attention_processor import AttnProcessor2_0
 
 from text2earth.config import to_plain as _plain
+from text2earth.fileio import atomic_directory
 from text2earth.models.components import Components, build_components
 from text2earth.models.conditioning import drop_conditions, encode_text, level_class_labels
 from text2earth.models.losses import diffusion_target, min_snr_weights, sample_noise
@@ -172,8 +173,8 @@ class LatentDiffusionModule(L.LightningModule):
         """Write a diffusers folder in the published layout (safetensors) that pipelines load."""
         from text2earth.pipelines.text2img import Text2EarthPipeline
 
+        self.float()  # folders hold fp32 weights, whatever precision training ran in (end of training)
         pipe = Text2EarthPipeline.from_components(self.components)
-        folder = Path(folder)
-        folder.mkdir(parents=True, exist_ok=True)
-        pipe.save_pretrained(folder, safe_serialization=True)
-        return folder
+        with atomic_directory(folder) as tmp:
+            pipe.save_pretrained(tmp, safe_serialization=True)
+        return Path(folder)
