@@ -19,31 +19,15 @@ def model_folder(tmp_path_factory):
     return folder
 
 
+def tiny_generate(prompts, model_folder, out, n, seed):
+    """`text2earth generate` at 10 m, 2 steps, 32 px."""
+    args = ["--model", str(model_folder), "--gsd", "10", "--n", str(n), "--seed", str(seed)]
+    return main(["generate", *prompts, *args, "--steps", "2", "--height", "32", "--width", "32", "--out", str(out)])
+
+
 def test_generate_writes_pngs_with_metadata_and_grid(model_folder, tmp_path, capsys):
     out = tmp_path / "gen"
-    code = main(
-        [
-            "generate",
-            "cropland fields",
-            "a river",
-            "--model",
-            str(model_folder),
-            "--gsd",
-            "10",
-            "--n",
-            "2",
-            "--seed",
-            "5",
-            "--steps",
-            "2",
-            "--height",
-            "32",
-            "--width",
-            "32",
-            "--out",
-            str(out),
-        ]
-    )
+    code = tiny_generate(["cropland fields", "a river"], model_folder, out, n=2, seed=5)
     assert code == 0
     pngs = sorted(out.glob("0*.png"))
     assert len(pngs) == 4
@@ -53,28 +37,7 @@ def test_generate_writes_pngs_with_metadata_and_grid(model_folder, tmp_path, cap
     grid = Image.open(out / "grid.png")
     assert grid.size[0] >= 64 and grid.size[1] >= 64
     # image i is reproducible on its own from its seed
-    code = main(
-        [
-            "generate",
-            "a river",
-            "--model",
-            str(model_folder),
-            "--gsd",
-            "10",
-            "--n",
-            "1",
-            "--seed",
-            "7",
-            "--steps",
-            "2",
-            "--height",
-            "32",
-            "--width",
-            "32",
-            "--out",
-            str(tmp_path / "one"),
-        ]
-    )
+    code = tiny_generate(["a river"], model_folder, tmp_path / "one", n=1, seed=7)
     assert code == 0
     assert list(Image.open(tmp_path / "one" / "000_L13.6781_seed7.png").getdata()) == list(
         Image.open(pngs[2]).getdata()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import MutableMapping
 from pathlib import Path
 from typing import Any
 
@@ -35,3 +36,13 @@ def to_plain(cfg: Any) -> Any:
     if isinstance(cfg, (DictConfig, ListConfig)):
         return OmegaConf.to_container(cfg, resolve=True)
     return cfg
+
+
+def make_hparams_plain(hparams: MutableMapping[str, Any]) -> None:
+    """Turn a LightningModule's saved hyper-parameters into plain containers, in place.
+
+    Checkpoints then hold no OmegaConf objects and load with ``torch.load(weights_only=True)``.
+    Call right after ``self.save_hyperparameters()``.
+    """
+    for key in list(hparams):
+        hparams[key] = to_plain(hparams[key])

@@ -20,7 +20,7 @@ import torch.nn.functional as F
 from lightning.pytorch.loggers import WandbLogger
 from torchmetrics.image import PeakSignalNoiseRatio, StructuralSimilarityIndexMeasure
 
-from text2earth.config import to_plain
+from text2earth.config import make_hparams_plain
 from text2earth.enhance.rrdbnet import RRDBNet, read_state_dict, save_rrdbnet
 from text2earth.imageio import labelled_grid, save_png
 
@@ -52,9 +52,7 @@ class EnhanceModule(L.LightningModule):
         training steps on CPU for the small variant; the exported weights are ordinary contiguous tensors)."""
         super().__init__()
         self.save_hyperparameters()
-        # Plain containers only, so checkpoints load with torch.load(weights_only=True).
-        for key in list(self.hparams):
-            self.hparams[key] = to_plain(self.hparams[key])
+        make_hparams_plain(self.hparams)
         self.net = RRDBNet(**self.hparams.net)
         if pretrained:
             self.net.load_state_dict(read_state_dict(pretrained)[0], strict=True)

@@ -17,7 +17,7 @@ import torch
 import torch.nn.functional as F
 from diffusers import AutoencoderKL
 
-from text2earth.config import to_plain as _plain
+from text2earth.config import make_hparams_plain
 from text2earth.fileio import atomic_directory
 from text2earth.models.presets import get_preset
 
@@ -33,10 +33,8 @@ class AutoencoderModule(L.LightningModule):
     ) -> None:
         super().__init__()
         self.save_hyperparameters()
-        # Plain containers only, so checkpoints load with torch.load(weights_only=True).
-        for key in list(self.hparams):
-            self.hparams[key] = _plain(self.hparams[key])
-        self.vae = AutoencoderKL(**get_preset(preset, _plain(overrides))["vae"])
+        make_hparams_plain(self.hparams)
+        self.vae = AutoencoderKL(**get_preset(preset, self.hparams.overrides)["vae"])
         self._latent_sq: list[torch.Tensor] = []
 
     def _crop(self, x: torch.Tensor) -> torch.Tensor:
@@ -72,7 +70,7 @@ class AutoencoderModule(L.LightningModule):
             self._latent_sq.clear()
 
     def configure_optimizers(self) -> torch.optim.Optimizer:
-        return hydra.utils.instantiate(_plain(self.hparams.optimizer), params=self.vae.parameters())
+        return hydra.utils.instantiate(self.hparams.optimizer, params=self.vae.parameters())
 
     def export(self, folder: str | Path) -> Path:
         with atomic_directory(folder) as tmp:

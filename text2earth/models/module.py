@@ -21,7 +21,7 @@ import torch.nn.functional as F
 from diffusers import DDPMScheduler, EulerDiscreteScheduler
 from diffusers.models.attention_processor import AttnProcessor2_0
 
-from text2earth.config import to_plain as _plain
+from text2earth.config import make_hparams_plain
 from text2earth.fileio import atomic_directory
 from text2earth.models.components import Components, build_components
 from text2earth.models.conditioning import drop_conditions, encode_text, level_class_labels
@@ -46,10 +46,8 @@ class LatentDiffusionModule(L.LightningModule):
     ) -> None:
         super().__init__()
         self.save_hyperparameters()
-        # Plain containers only, so checkpoints load with torch.load(weights_only=True).
-        for key in list(self.hparams):
-            self.hparams[key] = _plain(self.hparams[key])
-        parts: Components = build_components(**_plain(components))
+        make_hparams_plain(self.hparams)
+        parts: Components = build_components(**self.hparams.components)
         self.vae = parts.vae
         self.text_encoder = parts.text_encoder
         self.unet = parts.unet
@@ -156,13 +154,13 @@ class LatentDiffusionModule(L.LightningModule):
     # -- optimisation -----------------------------------------------------------------------------
     def configure_optimizers(self) -> Any:
         params = [p for p in self.unet.parameters() if p.requires_grad]
-        opt_cfg = dict(_plain(self.hparams.optimizer))
+        opt_cfg = dict(self.hparams.optimizer)
         if opt_cfg.get("_target_", "").endswith("AdamW") and "fused" not in opt_cfg:
             opt_cfg["fused"] = self.device.type == "cuda"  # one kernel per step on GPU
         optimizer = hydra.utils.instantiate(opt_cfg, params=params)
         if not self.hparams.lr_scheduler:
             return optimizer
-        sched_cfg = dict(_plain(self.hparams.lr_scheduler))
+        sched_cfg = dict(self.hparams.lr_scheduler)
         if sched_cfg.get("num_training_steps") in (None, -1):
             sched_cfg["num_training_steps"] = int(self.trainer.estimated_stepping_batches)
         scheduler = hydra.utils.instantiate(sched_cfg, optimizer=optimizer)
