@@ -132,11 +132,23 @@ class LatentDiffusionModule(L.LightningModule):
         n_steps = self.noise_scheduler.config.num_train_timesteps
         timesteps = torch.randint(0, n_steps, (latents.shape[0],), device=self.device, generator=generator)
         noisy = self.noise_scheduler.add_noise(latents, noise, timesteps)
-        prediction = self.unet(noisy, timesteps, encoder_hidden_states=text, class_labels=class_labels).sample
+        prediction = self.predict(noisy, timesteps, text, class_labels, batch)
         target = diffusion_target(self.noise_scheduler, latents, noise, timesteps)
         per_sample = F.mse_loss(prediction.float(), target.float(), reduction="none").mean(dim=(1, 2, 3))
         weights = min_snr_weights(self.noise_scheduler, timesteps, self.hparams.snr_gamma)
         return (per_sample * weights).mean()
+
+    def predict(
+        self,
+        noisy: torch.Tensor,
+        timesteps: torch.Tensor,
+        text: torch.Tensor,
+        class_labels: torch.Tensor,
+        batch: dict[str, Any],
+    ) -> torch.Tensor:
+        """The network's output for noisy latents: the one place task variants (extra input channels,
+        control residuals) hook into the shared training step."""
+        return self.unet(noisy, timesteps, encoder_hidden_states=text, class_labels=class_labels).sample
 
     def training_step(self, batch: dict[str, Any], batch_idx: int) -> torch.Tensor:
         loss = self.diffusion_loss(batch, drop=True)
