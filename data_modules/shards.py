@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import glob
+import json
 import os
 from collections.abc import Iterable
 from pathlib import Path
@@ -31,6 +32,8 @@ def _expand_one(spec: str, split: str | None, base: Path | None) -> list[str]:
         return sorted(str(p) for p in path.glob(pattern))
     if path.suffix == ".txt" and path.is_file():
         return _read_list(path, split)
+    if path.suffix == ".json" and path.is_file():
+        return _read_manifest(path, split)
     urls: list[str] = []
     for part in braceexpand.braceexpand(spec):
         if _GLOB_CHARS & set(part):
@@ -52,13 +55,25 @@ def _read_list(path: Path, split: str | None) -> list[str]:
     return urls
 
 
+def _read_manifest(path: Path, split: str | None) -> list[str]:
+    """The ``shards`` of a ``manifest.json`` (a list, or lists per split), relative to its folder."""
+    try:
+        shards = json.loads(path.read_text())["shards"]
+    except (json.JSONDecodeError, KeyError, TypeError) as exc:
+        raise FileNotFoundError(f"{path} is not a manifest with a 'shards' list: {exc}") from None
+    if isinstance(shards, dict):
+        shards = [s for name, items in shards.items() if split in (None, name) for s in items]
+    return [u for s in shards for u in _expand_one(s, split, path.parent)]
+
+
 def expand_shards(spec: str | Path | Iterable[str | Path], split: str | None = None) -> list[str]:
     """The shard URLs a specification names, in a stable order.
 
     ``spec`` may be a brace pattern (``data/train-{000000..000003}.tar``), a glob
     (``data/train-*.tar``), a directory (with ``split``: ``{split}-*.tar`` in it, else every
     ``*.tar``), a ``.txt`` file listing any of these one per line, a list of any of these, or a
-    ``pipe:`` / ``http(s)://`` URL (passed through, braces expanded). Raises ``FileNotFoundError``
+    ``pipe:`` / ``http(s)://`` URL (passed through, braces expanded), or a ``manifest.json`` of
+    ``text2earth data convert`` / the embedded builder (its shards; with ``split``, that split's). Raises ``FileNotFoundError``
     when nothing matches or a named local shard is missing, so a wrong path fails at start-up
     instead of as an empty epoch.
     """

@@ -90,6 +90,7 @@ def _level_or_gsd(parser: argparse.ArgumentParser) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from data_modules.cli import register as register_data_tools
     from text2earth.enhance.cli import register as register_enhance
 
     parser = argparse.ArgumentParser(prog="text2earth", description="Text-driven remote-sensing image generation.")
@@ -141,6 +142,7 @@ def build_parser() -> argparse.ArgumentParser:
     cache.add_argument("--image-size", type=int, default=None, help="default: the VAE's sample size")
     cache.add_argument("--batch-size", type=int, default=64)
     cache.set_defaults(func=_cache_latents)
+    register_data_tools(data_sub)
 
     register_enhance(sub)
     return parser
