@@ -37,6 +37,7 @@ from webdataset.utils import PipelineStage, pytorch_worker_info
 
 from data_modules.shards import expand_shards
 from text2earth.imageio import decode_rgb
+from text2earth.models.conditioning import tokenize
 from text2earth.resolution import UNKNOWN_LEVEL, check_level, gsd_to_level, level_to_gsd
 
 log = logging.getLogger(__name__)
@@ -102,21 +103,31 @@ class _EpochShuffle(PipelineStage):
         yield from buf
 
 
-class _EpochFlip(PipelineStage):
-    """Random horizontal flip (p = 0.5) of ``pixel_values`` (and cached ``latents``), seeded per epoch."""
+class _EpochAugment(PipelineStage):
+    """Random ``size`` crop at native resolution (when ``crop``) and horizontal flip (p = 0.5, when ``flip``)
+    of ``pixel_values`` (a cached ``latents`` is flipped too), seeded per (seed, epoch, rank, worker).
 
-    def __init__(self, seed: int) -> None:
-        self.seed = seed
+    The crop never resamples: resizing would change the ground sample distance the level describes.
+    """
+
+    def __init__(self, seed: int, size: int, crop: bool, flip: bool) -> None:
+        self.seed, self.size, self.crop, self.flip = seed, size, crop, flip
         self.epoch = -1
 
     def run(self, src: Iterator[dict]) -> Iterator[dict]:
         self.epoch += 1
-        rng = random.Random(f"flip:{self.seed}:{self.epoch}:{_worker_tag()}")
+        rng = random.Random(f"augment:{self.seed}:{self.epoch}:{_worker_tag()}")
         for sample in src:
-            if rng.random() < 0.5:
-                sample["pixel_values"] = sample["pixel_values"].flip(-1)
+            pixels = sample["pixel_values"]
+            if self.crop:
+                h, w = pixels.shape[-2:]
+                top, left = rng.randint(0, h - self.size), rng.randint(0, w - self.size)
+                pixels = pixels[:, top : top + self.size, left : left + self.size].contiguous()
+            if self.flip and rng.random() < 0.5:
+                pixels = pixels.flip(-1)
                 if "latents" in sample:  # the VAE is convolutional: a flipped latent ~ the flipped image's
                     sample["latents"] = sample["latents"].flip(-1)
+            sample["pixel_values"] = pixels
             yield sample
 
 
@@ -139,9 +150,15 @@ def _decode_field(key: str, data: bytes) -> Any:
 _DECODER = Decoder([_decode_field], pre=[], post=[])
 
 
-def to_pixel_values(image: PIL.Image.Image, size: int) -> torch.Tensor:
-    """RGB PIL image -> float32 3 x size x size in [-1, 1] (centre square crop, bicubic resize if needed)."""
+def to_pixel_values(image: PIL.Image.Image, size: int, keep_larger: bool = False) -> torch.Tensor:
+    """RGB PIL image -> float32 3 x size x size in [-1, 1] (centre square crop, bicubic resize if needed).
+
+    ``keep_larger``: an image with both sides >= ``size`` is returned whole, for a later random crop.
+    """
     w, h = image.size
+    if keep_larger and min(w, h) >= size:
+        array = np.asarray(image, dtype=np.float32)
+        return torch.from_numpy(array).permute(2, 0, 1).contiguous() / 127.5 - 1.0
     if w != h:
         side = min(w, h)
         left, top = (w - side) // 2, (h - side) // 2
@@ -178,8 +195,8 @@ def sample_level(meta: dict[str, Any]) -> tuple[float, float]:
 class _ToSample:
     """Decoded webdataset sample -> one item of the batch contract (raises on anything malformed)."""
 
-    def __init__(self, image_size: int) -> None:
-        self.image_size = image_size
+    def __init__(self, image_size: int, keep_larger: bool = False, tokenizer: Any = None) -> None:
+        self.image_size, self.keep_larger, self.tokenizer = image_size, keep_larger, tokenizer
 
     def __call__(self, sample: dict[str, Any]) -> dict[str, Any]:
         key = sample.get("__key__", "?")
@@ -192,12 +209,14 @@ class _ToSample:
             raise ValueError(f"sample {key!r} has no caption (.txt)")
         level, gsd_m = sample_level(meta)
         out: dict[str, Any] = {
-            "pixel_values": to_pixel_values(sample[image_key], self.image_size),
+            "pixel_values": to_pixel_values(sample[image_key], self.image_size, self.keep_larger),
             "caption": caption.strip(),
             "level": level,
             "gsd_m": gsd_m,
             "key": key,
         }
+        if self.tokenizer is not None:  # in the DataLoader worker, off the training process
+            out["input_ids"] = tokenize(self.tokenizer, [out["caption"]])[0]
         latent_key = next((k for k in LATENT_KEYS if k in sample), None)
         if latent_key is not None:
             latents = torch.as_tensor(
@@ -209,14 +228,57 @@ class _ToSample:
         return out
 
 
-class _QualityFilter:
-    def __init__(self, min_quality: float) -> None:
+class SampleFilter:
+    """Keep a decoded sample only when its metadata passes every filter that is set.
+
+    ``min_quality`` (``quality`` or Git-10M's ``img_quality_score``; a sample without one is dropped),
+    ``levels`` (allowed zoom levels, to 1e-3; 0 = unknown), ``caption_words`` (``(min, max)`` words, either
+    may be ``None``) and ``modalities`` (``modality``, ``"rgb"`` when absent).
+    """
+
+    def __init__(
+        self,
+        min_quality: float | None = None,
+        levels: list[float] | None = None,
+        caption_words: tuple[int | None, int | None] | None = None,
+        modalities: list[str] | None = None,
+    ) -> None:
         self.min_quality = min_quality
+        self.levels = None if levels is None else [check_level(v) for v in levels]
+        self.caption_words = tuple(caption_words) if caption_words is not None else None
+        self.modalities = None if modalities is None else set(modalities)
+        self.on_error: Any = None  # the DataModule's SkipCounter
+
+    @property
+    def active(self) -> bool:
+        return any(v is not None for v in (self.min_quality, self.levels, self.caption_words, self.modalities))
 
     def __call__(self, sample: dict[str, Any]) -> bool:
+        try:
+            return self._keep(sample)
+        except (ValueError, TypeError, AttributeError) as exc:  # malformed metadata: a counted skip
+            if self.on_error is None:
+                raise
+            self.on_error(exc)
+            return False
+
+    def _keep(self, sample: dict[str, Any]) -> bool:
         meta = sample.get("json") or {}
-        quality = meta.get("quality", meta.get("img_quality_score"))
-        return quality is not None and float(quality) >= self.min_quality
+        if self.min_quality is not None:
+            quality = meta.get("quality", meta.get("img_quality_score"))
+            if quality is None or float(quality) < self.min_quality:
+                return False
+        if self.levels is not None:
+            level, _gsd = sample_level(meta)
+            if not any(abs(level - allowed) < 1e-3 for allowed in self.levels):
+                return False
+        if self.caption_words is not None:
+            caption = sample.get("txt", meta.get("caption"))
+            words = len(caption.split()) if isinstance(caption, str) else 0
+            low, high = self.caption_words
+            if (low is not None and words < low) or (high is not None and words > high):
+                return False
+        return self.modalities is None or meta.get("modality", "rgb") in self.modalities
 
 
 def collate_samples(samples: list[dict[str, Any]]) -> dict[str, Any]:
@@ -228,6 +290,8 @@ def collate_samples(samples: list[dict[str, Any]]) -> dict[str, Any]:
         "gsd_m": torch.tensor([s["gsd_m"] for s in samples], dtype=torch.float32),
         "key": [s["key"] for s in samples],
     }
+    if all("input_ids" in s for s in samples):
+        batch["input_ids"] = torch.stack([s["input_ids"] for s in samples])
     latents = [s.get("latents") for s in samples]
     if all(t is not None for t in latents):
         if len({tuple(t.shape) for t in latents}) != 1:
@@ -248,7 +312,13 @@ class ShardDataModule(LightningDataModule):
     embedded real scenes (``data_modules.embedded``), so a fresh checkout trains out of the box.
     ``samples_per_epoch`` (per rank) switches training to resampled shards with a fixed epoch
     length: every rank then sees the same number of batches, which multi-GPU training needs when
-    shards do not divide evenly between ranks and workers.
+    shards do not divide evenly between ranks and workers; without it, an epoch reads every shard
+    once, split by node and worker, so every sample is seen exactly once per epoch across all ranks.
+    Filters (``min_quality``, ``levels``, ``caption_words``, ``modalities``: see ``SampleFilter``) apply
+    to training and validation. ``random_crop`` takes random ``image_size`` windows of larger images at
+    native resolution (training only). ``tokenizer`` (a tokenizer folder, a model folder with
+    ``tokenizer/``, or ``"bundled"`` for the CLIP tokenizer shipped in ``text2earth/assets``) adds
+    ``input_ids`` computed in the DataLoader workers; the module then skips tokenising.
     """
 
     def __init__(
@@ -266,6 +336,11 @@ class ShardDataModule(LightningDataModule):
         min_quality: float | None = None,
         samples_per_epoch: int | None = None,
         pin_memory: bool | None = None,
+        levels: list[float] | None = None,
+        caption_words: tuple[int | None, int | None] | None = None,
+        modalities: list[str] | None = None,
+        random_crop: bool = False,
+        tokenizer: str | None = None,
     ) -> None:
         super().__init__()
         if batch_size < 1:
@@ -284,10 +359,14 @@ class ShardDataModule(LightningDataModule):
         self.shuffle_buffer = shuffle_buffer
         self.seed = int(seed)
         self.build_embedded_if_missing = build_embedded_if_missing
-        self.min_quality = min_quality
+        self.filter = SampleFilter(min_quality, levels, caption_words, modalities)
+        self.random_crop = random_crop
+        self.tokenizer = tokenizer
         self.samples_per_epoch = samples_per_epoch
         self.pin_memory = torch.cuda.is_available() if pin_memory is None else pin_memory
         self.skips = SkipCounter()
+        self.filter.on_error = self.skips
+        self._tokenizer: Any = None
         self.train_urls: list[str] | None = None
         self.val_urls: list[str] | None = None
         self._train_loader: DataLoader | None = None
@@ -362,15 +441,33 @@ class ShardDataModule(LightningDataModule):
         if train and self.shuffle_buffer > 1:  # shuffle raw bytes: cheaper to hold than decoded tensors
             stages.append(_EpochShuffle(self.shuffle_buffer, self.seed))
         stages.append(wds.map(_DECODER, handler=self.skips))
-        if self.min_quality is not None:
-            stages.append(wds.select(_QualityFilter(self.min_quality)))
-        stages.append(wds.map(_ToSample(self.image_size), handler=self.skips))
-        if train and self.random_flip:
-            stages.append(_EpochFlip(self.seed))
+        if self.filter.active:
+            stages.append(wds.select(self.filter))
+        crop = train and self.random_crop
+        stages.append(wds.map(_ToSample(self.image_size, crop, self._load_tokenizer()), handler=self.skips))
+        if crop or (train and self.random_flip):
+            stages.append(_EpochAugment(self.seed, self.image_size, crop, train and self.random_flip))
         dataset = wds.DataPipeline(*stages)
         if train and self.samples_per_epoch:
             dataset = dataset.with_epoch(math.ceil(self.samples_per_epoch / max(1, self.num_workers)))
         return dataset
+
+    def _load_tokenizer(self) -> Any:
+        if self.tokenizer is None or self._tokenizer is not None:
+            return self._tokenizer
+        from transformers import CLIPTokenizer
+
+        from text2earth.models.tokenizer import load_clip_tokenizer
+
+        if self.tokenizer == "bundled":
+            self._tokenizer = load_clip_tokenizer()
+        else:
+            path = Path(self.tokenizer)
+            path = path / "tokenizer" if (path / "tokenizer").is_dir() else path
+            if not path.is_dir():
+                raise FileNotFoundError(f"tokenizer folder not found: {self.tokenizer}")
+            self._tokenizer = CLIPTokenizer.from_pretrained(path, local_files_only=True)
+        return self._tokenizer
 
     def _loader(self, urls: list[str], train: bool) -> DataLoader:
         return DataLoader(

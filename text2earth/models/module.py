@@ -24,7 +24,7 @@ from diffusers.models.attention_processor import AttnProcessor2_0
 from text2earth.config import make_hparams_plain
 from text2earth.fileio import atomic_directory
 from text2earth.models.components import Components, build_components
-from text2earth.models.conditioning import drop_conditions, encode_text, level_class_labels
+from text2earth.models.conditioning import drop_conditions, encode_text, level_class_labels, tokenize
 from text2earth.models.losses import diffusion_target, min_snr_weights, sample_noise
 
 FROZEN_PARTS = ("vae", "text_encoder")
@@ -114,6 +114,13 @@ class LatentDiffusionModule(L.LightningModule):
             dropped, levels = drop_conditions([" "] * len(levels), levels, p_text, p_level)
             mask = torch.tensor([c == "" for c in dropped], device=self.device)
             text = torch.where(mask[:, None, None], self.null_text_embedding().expand_as(text), text)
+        elif "input_ids" in batch:  # tokenised in the DataLoader workers: a dropped caption gets the empty prompt's ids
+            captions, levels = drop_conditions(batch["caption"], levels, p_text, p_level)
+            ids = batch["input_ids"].to(self.device)
+            dropped = torch.tensor([c == "" for c in captions], device=self.device)
+            ids = torch.where(dropped[:, None], tokenize(self.tokenizer, [""]).to(self.device), ids)
+            with torch.no_grad():
+                text = self.text_encoder(ids)[0].float()
         else:
             captions, levels = drop_conditions(batch["caption"], levels, p_text, p_level)
             text = encode_text(self.text_encoder, self.tokenizer, captions, self.device).float()
