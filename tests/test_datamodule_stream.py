@@ -9,7 +9,6 @@ import os
 import subprocess
 import sys
 import textwrap
-from itertools import islice
 from pathlib import Path
 
 import numpy as np
