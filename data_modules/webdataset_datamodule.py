@@ -1,7 +1,7 @@
 """``ShardDataModule``: streams webdataset shards into the training batch contract.
 
 Batch (a dict):
-    pixel_values  float32 B x 3 x H x W in [-1, 1]
+    pixel_values  float32 B x 3 x H x W in [-1, 1] (channels-last memory)
     caption       list[str]
     level         float32 B (zoom level, 0 = unknown)
     gsd_m         float32 B (metres per pixel, nan when unknown)
@@ -23,6 +23,7 @@ import math
 import multiprocessing
 import random
 from collections.abc import Iterator
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -105,7 +106,7 @@ class _EpochShuffle(PipelineStage):
 
 class _EpochAugment(PipelineStage):
     """Random ``size`` crop at native resolution (when ``crop``) and horizontal flip (p = 0.5, when ``flip``)
-    of ``pixel_values`` (a cached ``latents`` is flipped too), seeded per (seed, epoch, rank, worker).
+    of the uint8 ``pixels`` (a cached ``latents`` is flipped too), seeded per (seed, epoch, rank, worker).
 
     The crop never resamples: resizing would change the ground sample distance the level describes.
     """
@@ -118,16 +119,14 @@ class _EpochAugment(PipelineStage):
         self.epoch += 1
         rng = random.Random(f"augment:{self.seed}:{self.epoch}:{_worker_tag()}")
         for sample in src:
-            pixels = sample["pixel_values"]
-            if self.crop:
-                h, w = pixels.shape[-2:]
+            if self.crop:  # a view; copied once when the batch is stacked
+                h, w = sample["pixels"].shape[:2]
                 top, left = rng.randint(0, h - self.size), rng.randint(0, w - self.size)
-                pixels = pixels[:, top : top + self.size, left : left + self.size].contiguous()
+                sample["pixels"] = sample["pixels"][top : top + self.size, left : left + self.size]
             if self.flip and rng.random() < 0.5:
-                pixels = pixels.flip(-1)
+                sample["flip"] = True  # done on the stacked batch in torch (numpy's reversed copy is slow)
                 if "latents" in sample:  # the VAE is convolutional: a flipped latent ~ the flipped image's
                     sample["latents"] = sample["latents"].flip(-1)
-            sample["pixel_values"] = pixels
             yield sample
 
 
@@ -150,23 +149,35 @@ def _decode_field(key: str, data: bytes) -> Any:
 _DECODER = Decoder([_decode_field], pre=[], post=[])
 
 
-def to_pixel_values(image: PIL.Image.Image, size: int, keep_larger: bool = False) -> torch.Tensor:
-    """RGB PIL image -> float32 3 x size x size in [-1, 1] (centre square crop, bicubic resize if needed).
+def fit_image(image: PIL.Image.Image, size: int, keep_larger: bool = False) -> np.ndarray:
+    """RGB PIL image -> uint8 ``size x size x 3`` array (centre square crop, bicubic resize if needed).
 
     ``keep_larger``: an image with both sides >= ``size`` is returned whole, for a later random crop.
     """
     w, h = image.size
-    if keep_larger and min(w, h) >= size:
-        array = np.asarray(image, dtype=np.float32)
-        return torch.from_numpy(array).permute(2, 0, 1).contiguous() / 127.5 - 1.0
-    if w != h:
-        side = min(w, h)
-        left, top = (w - side) // 2, (h - side) // 2
-        image = image.crop((left, top, left + side, top + side))
-    if image.size != (size, size):
-        image = image.resize((size, size), PIL.Image.Resampling.BICUBIC)
-    array = np.asarray(image, dtype=np.float32)
-    return torch.from_numpy(array).permute(2, 0, 1).contiguous() / 127.5 - 1.0
+    if not (keep_larger and min(w, h) >= size):
+        if w != h:
+            side = min(w, h)
+            left, top = (w - side) // 2, (h - side) // 2
+            image = image.crop((left, top, left + side, top + side))
+        if image.size != (size, size):
+            image = image.resize((size, size), PIL.Image.Resampling.BICUBIC)
+    return np.asarray(image)
+
+
+def normalise_pixels(pixels: torch.Tensor) -> torch.Tensor:
+    """uint8 pixels -> float32 in [-1, 1], same layout (runs on whatever device the tensor is on)."""
+    return pixels.to(torch.float32).div_(127.5).sub_(1.0)
+
+
+def pixels_to_tensor(pixels: torch.Tensor) -> torch.Tensor:
+    """uint8 ``[N x] H x W x 3`` -> float32 ``[N x] 3 x H x W`` in [-1, 1] (channels-last memory: no permuting copy)."""
+    return normalise_pixels(pixels.movedim(-1, -3))
+
+
+def to_pixel_values(image: PIL.Image.Image, size: int) -> torch.Tensor:
+    """RGB PIL image -> float32 3 x size x size in [-1, 1] (centre square crop, bicubic resize if needed)."""
+    return pixels_to_tensor(torch.from_numpy(np.array(fit_image(image, size))))
 
 
 def sample_level(meta: dict[str, Any]) -> tuple[float, float]:
@@ -209,7 +220,7 @@ class _ToSample:
             raise ValueError(f"sample {key!r} has no caption (.txt)")
         level, gsd_m = sample_level(meta)
         out: dict[str, Any] = {
-            "pixel_values": to_pixel_values(sample[image_key], self.image_size, self.keep_larger),
+            "pixels": fit_image(sample[image_key], self.image_size, self.keep_larger),  # uint8 H x W x 3
             "caption": caption.strip(),
             "level": level,
             "gsd_m": gsd_m,
@@ -281,10 +292,18 @@ class SampleFilter:
         return self.modalities is None or meta.get("modality", "rgb") in self.modalities
 
 
-def collate_samples(samples: list[dict[str, Any]]) -> dict[str, Any]:
-    """Stack items of the batch contract; ``latents`` only when every item has them (same shape)."""
+def collate_samples(samples: list[dict[str, Any]], uint8: bool = False) -> dict[str, Any]:
+    """Stack items into the batch contract; ``latents`` only when every item has them (same shape).
+
+    The uint8 images become float ``pixel_values`` here, once per batch; with ``uint8`` they stay uint8
+    ``pixels`` (B x 3 x H x W) for ``ShardDataModule.on_after_batch_transfer`` to normalise on the device.
+    """
+    stacked = torch.from_numpy(np.stack([s["pixels"] for s in samples]))  # B x H x W x 3 uint8
+    flipped = [i for i, s in enumerate(samples) if s.get("flip")]
+    if flipped:
+        stacked[flipped] = stacked[flipped].flip(2)
     batch: dict[str, Any] = {
-        "pixel_values": torch.stack([s["pixel_values"] for s in samples]),
+        "pixels" if uint8 else "pixel_values": stacked.movedim(-1, 1) if uint8 else pixels_to_tensor(stacked),
         "caption": [s["caption"] for s in samples],
         "level": torch.tensor([s["level"] for s in samples], dtype=torch.float32),
         "gsd_m": torch.tensor([s["gsd_m"] for s in samples], dtype=torch.float32),
@@ -319,6 +338,9 @@ class ShardDataModule(LightningDataModule):
     native resolution (training only). ``tokenizer`` (a tokenizer folder, a model folder with
     ``tokenizer/``, or ``"bundled"`` for the CLIP tokenizer shipped in ``text2earth/assets``) adds
     ``input_ids`` computed in the DataLoader workers; the module then skips tokenising.
+    ``uint8_batches`` ships images as uint8 ``pixels`` (4x fewer bytes through shared memory, pinning and
+    the host-to-device copy) and turns them into float ``pixel_values`` after the transfer, on the device
+    (``on_after_batch_transfer``, which Lightning calls); loaders used outside Lightning then see ``pixels``.
     """
 
     def __init__(
@@ -341,6 +363,7 @@ class ShardDataModule(LightningDataModule):
         modalities: list[str] | None = None,
         random_crop: bool = False,
         tokenizer: str | None = None,
+        uint8_batches: bool = False,
     ) -> None:
         super().__init__()
         if batch_size < 1:
@@ -362,6 +385,7 @@ class ShardDataModule(LightningDataModule):
         self.filter = SampleFilter(min_quality, levels, caption_words, modalities)
         self.random_crop = random_crop
         self.tokenizer = tokenizer
+        self.uint8_batches = uint8_batches
         self.samples_per_epoch = samples_per_epoch
         self.pin_memory = torch.cuda.is_available() if pin_memory is None else pin_memory
         self.skips = SkipCounter()
@@ -473,13 +497,18 @@ class ShardDataModule(LightningDataModule):
         return DataLoader(
             self.make_dataset(urls, train),
             batch_size=self.batch_size if train else self.val_batch_size,
-            collate_fn=collate_samples,
+            collate_fn=partial(collate_samples, uint8=self.uint8_batches),
             num_workers=self.num_workers,
             # Persistent workers keep their pipeline (and its epoch counter) between epochs, so the
             # shuffle differs per epoch; fresh workers would replay epoch 0 every time.
             persistent_workers=self.num_workers > 0,
             pin_memory=self.pin_memory,
         )
+
+    def on_after_batch_transfer(self, batch: Any, dataloader_idx: int) -> Any:
+        if isinstance(batch, dict) and "pixels" in batch:
+            batch["pixel_values"] = normalise_pixels(batch.pop("pixels"))
+        return batch
 
     def train_dataloader(self) -> DataLoader:
         if self.train_urls is None:

@@ -185,3 +185,14 @@ def test_ddp_two_ranks_see_every_sample_exactly_once_per_epoch(eight_shards, tmp
         assert len(seen) == len(set(seen)) == len(keys) and set(seen) == set(keys)
         assert ranks[0][epoch] and ranks[1][epoch]
     assert ranks[0][0] != ranks[0][1]  # reshuffled between epochs
+
+
+def test_uint8_batches_become_the_same_floats_after_transfer(eight_shards):
+    folder, _ = eight_shards
+    plain = next(iter(_dm(f"{folder}/train-*.tar").train_dataloader()))
+    dm = _dm(f"{folder}/train-*.tar", uint8_batches=True)
+    raw = next(iter(dm.train_dataloader()))
+    assert "pixel_values" not in raw and raw["pixels"].dtype == torch.uint8 and raw["pixels"].shape == (32, 3, 64, 64)
+    moved = dm.on_after_batch_transfer(raw, 0)  # what Lightning calls after moving the batch to the device
+    assert raw["key"] == plain["key"]
+    assert torch.equal(moved["pixel_values"], plain["pixel_values"]) and "pixels" not in moved

@@ -124,7 +124,8 @@ def decode_rgb(data: bytes, name: str = "<bytes>") -> PIL.Image.Image:
     """Encoded image bytes (a shard member) as an RGB PIL image; ``ImageReadError`` when undecodable."""
     try:
         with PIL.Image.open(io.BytesIO(data)) as image:
-            return image.convert("RGB")  # convert() forces the full decode
+            image.load()  # the full decode: corrupt data fails here
+            return image if image.mode == "RGB" else image.convert("RGB")  # no copy for RGB (the loader's hot path)
     except (PIL.UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
         raise ImageReadError(f"cannot decode image {name}: {exc}") from exc
 
