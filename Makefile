@@ -11,7 +11,7 @@ export WANDB_SILENT := true
 DEMO_RUN := outputs/demo/run
 DEMO_MODEL := models/demo
 
-.PHONY: install test lint format demo demo-train data bench info clean help enhance-train enhance-demo
+.PHONY: install test lint format demo demo-train data bench info clean help enhance-train enhance-demo bench-data data-stats
 
 help:
 	@echo "make demo        set up .venv, train the tiny model briefly, sample the shipped demo model"
@@ -19,6 +19,8 @@ help:
 	@echo "make demo-train  the recipe that trained the shipped demo model ($(DEMO_MODEL))"
 	@echo "make data        cut the embedded Landsat-8 / Sentinel-2 scenes into shards (data/embedded)"
 	@echo "make bench       training throughput of our module vs a plain diffusers-style loop"
+	@echo "make bench-data  loader samples/s on 256-px JPEG shards vs a plain PIL decode loop"
+	@echo "make data-stats  world density map + histograms of the embedded shards (outputs/stats)"
 	@echo "make enhance-demo  the shipped RRDBNet enhancer on held-out tiles (table + before/after strip)"
 	@echo "make lint        ruff"
 
@@ -101,6 +103,13 @@ enhance-demo: install
 
 bench: install
 	$(PY) -m text2earth.bench
+
+bench-data: install
+	$(PY) -m data_modules.bench_data --embedded data/embedded --out outputs/bench_data
+
+data-stats: install
+	test -f data/embedded/manifest.json || $(T2E) data build-embedded --out data/embedded
+	$(T2E) data stats data/embedded/manifest.json --out outputs/stats
 
 clean:
 	rm -rf outputs logs .pytest_cache

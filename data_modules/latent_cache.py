@@ -36,6 +36,17 @@ def load_vae(folder: str | Path) -> AutoencoderKL:
     return AutoencoderKL.from_pretrained(path, local_files_only=True).eval()
 
 
+def _encode(vae: AutoencoderKL, pixels: torch.Tensor) -> list[bytes]:
+    """fp16 ``.npy`` bytes of the scaled posterior means of a batch."""
+    latents = vae.encode(pixels).latent_dist.mean * vae.config.scaling_factor
+    out = []
+    for latent in latents:
+        buffer = io.BytesIO()
+        np.save(buffer, latent.numpy().astype(np.float16))
+        out.append(buffer.getvalue())
+    return out
+
+
 @torch.no_grad()
 def cache_latents(
     shards: str | list[str],
@@ -44,8 +55,14 @@ def cache_latents(
     image_size: int | None = None,
     batch_size: int = 64,
     progress: bool = True,
+    flip: bool = False,
 ) -> dict:
-    """Write one output shard per input shard (same name) with ``latents.npy`` added; returns counts."""
+    """Write one output shard per input shard (same name) with ``latents.npy`` added; returns counts.
+
+    ``flip`` also stores ``latents_flip.npy``, the latents of the horizontally flipped image: training
+    with random flips then uses it instead of flipping the latent, which is only approximately the
+    flipped image's latent.
+    """
     vae = load_vae(vae_folder)
     size = image_size or int(vae.config.sample_size)
     out = Path(out_dir)
@@ -70,17 +87,23 @@ def cache_latents(
         with wds.TarWriter(str(tmp)) as writer:
             for start in range(0, len(kept), batch_size):
                 batch = torch.stack(pixels[start : start + batch_size])
-                latents = vae.encode(batch).latent_dist.mean * vae.config.scaling_factor
-                for sample, latent in zip(kept[start : start + batch_size], latents, strict=True):
-                    buffer = io.BytesIO()
-                    np.save(buffer, latent.numpy().astype(np.float16))
-                    writer.write({**sample, "latents.npy": buffer.getvalue()})
+                fields = {"latents.npy": _encode(vae, batch)}
+                if flip:
+                    fields["latents_flip.npy"] = _encode(vae, batch.flip(-1))
+                for i, sample in enumerate(kept[start : start + batch_size]):
+                    writer.write({**sample, **{name: values[i] for name, values in fields.items()}})
         os.replace(tmp, target)
         counts["samples"] += len(kept)
         counts["shards"] += 1
     (out / "latent_cache.json").write_text(
         json.dumps(
-            {**counts, "vae": str(vae_folder), "scaling_factor": vae.config.scaling_factor, "image_size": size},
+            {
+                **counts,
+                "vae": str(vae_folder),
+                "scaling_factor": vae.config.scaling_factor,
+                "image_size": size,
+                "flipped_copy": flip,
+            },
             indent=2,
         )
     )

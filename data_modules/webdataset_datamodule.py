@@ -125,7 +125,9 @@ class _EpochAugment(PipelineStage):
                 sample["pixels"] = sample["pixels"][top : top + self.size, left : left + self.size]
             if self.flip and rng.random() < 0.5:
                 sample["flip"] = True  # done on the stacked batch in torch (numpy's reversed copy is slow)
-                if "latents" in sample:  # the VAE is convolutional: a flipped latent ~ the flipped image's
+                if "latents_flip" in sample:  # cached from the flipped image: exact
+                    sample["latents"] = sample["latents_flip"]
+                elif "latents" in sample:  # the VAE is convolutional: a flipped latent ~ the flipped image's
                     sample["latents"] = sample["latents"].flip(-1)
             yield sample
 
@@ -139,7 +141,7 @@ def _decode_field(key: str, data: bytes) -> Any:
         return data.decode("utf-8")
     if ext == "json":
         return json.loads(data)
-    if ext == "latents.npy":
+    if ext in ("latents.npy", "latents_flip.npy"):
         return np.load(io.BytesIO(data), allow_pickle=False)
     if ext == "latents.pth":
         return torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
@@ -236,6 +238,8 @@ class _ToSample:
             if latents.ndim != 3:
                 raise ValueError(f"sample {key!r}: cached latents must be C x h x w, got shape {tuple(latents.shape)}")
             out["latents"] = latents.float()
+            if "latents_flip.npy" in sample:  # the cache's exact latents of the flipped image
+                out["latents_flip"] = torch.as_tensor(np.asarray(sample["latents_flip.npy"])).float()
         return out
 
 

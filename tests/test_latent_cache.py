@@ -24,3 +24,26 @@ def test_cached_latents_match_the_vae_and_train(embedded_shards, tmp_path):
         decoded_cached = vae.decode(batch["latents"] / vae.config.scaling_factor).sample
         decoded_direct = vae.decode(direct / vae.config.scaling_factor).sample
     assert (decoded_cached - decoded_direct).abs().max() < 1e-2
+
+
+def test_flipped_copy_is_the_flipped_images_latent_and_is_used_by_flips(embedded_shards, tmp_path):
+    from data_modules.latent_cache import cache_latents as cache
+
+    vae = build_from_preset("tiny").vae.eval()
+    vae.save_pretrained(tmp_path / "vae")
+    shard = sorted(embedded_shards.glob("val-*.tar"))[0]
+    cache(str(shard), tmp_path / "vae", tmp_path / "cache", progress=False, flip=True)
+    cached = f"{tmp_path}/cache/{shard.name}"
+    plain = ShardDataModule(cached, cached, batch_size=16, num_workers=0)
+    plain.setup("fit")
+    reference = next(iter(plain.val_dataloader()))
+    with torch.no_grad():
+        direct = vae.encode(reference["pixel_values"].flip(-1)).latent_dist.mean * vae.config.scaling_factor
+    dm = ShardDataModule(cached, batch_size=64, num_workers=0, shuffle_buffer=0, random_flip=True, seed=1)
+    dm.setup("fit")
+    batch = next(iter(dm.train_dataloader()))
+    flipped = [i for i in range(16) if not torch.equal(batch["pixel_values"][i], reference["pixel_values"][i])]
+    assert batch["key"][:16] == reference["key"] and 2 <= len(flipped) <= 14
+    for i in flipped:
+        torch.testing.assert_close(batch["latents"][i], direct[i], rtol=2e-3, atol=2e-3)
+        assert not torch.allclose(batch["latents"][i], reference["latents"][i].flip(-1), atol=1e-4)

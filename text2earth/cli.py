@@ -76,7 +76,9 @@ def _build_embedded(args: argparse.Namespace) -> int:
 def _cache_latents(args: argparse.Namespace) -> int:
     from data_modules.latent_cache import cache_latents
 
-    counts = cache_latents(args.shards, args.model, args.out, image_size=args.image_size, batch_size=args.batch_size)
+    counts = cache_latents(
+        args.shards, args.model, args.out, image_size=args.image_size, batch_size=args.batch_size, flip=args.flip
+    )
     print(
         f"cached {counts['samples']} latents in {counts['shards']} shards to {args.out} (skipped {counts['skipped']})"
     )
@@ -141,6 +143,7 @@ def build_parser() -> argparse.ArgumentParser:
     cache.add_argument("--out", required=True)
     cache.add_argument("--image-size", type=int, default=None, help="default: the VAE's sample size")
     cache.add_argument("--batch-size", type=int, default=64)
+    cache.add_argument("--flip", action="store_true", help="also cache the latents of the flipped image")
     cache.set_defaults(func=_cache_latents)
     register_data_tools(data_sub)
 
