@@ -54,29 +54,34 @@ def make_jpeg_shards(embedded: Path, out: Path, n: int, per_shard: int = 250, si
 
 
 def plain_pil(shards: list[Path], repeats: int) -> float:
-    """Samples/s of a plain decode loop over the JPEG bytes (read into memory beforehand)."""
+    """Samples/s of a plain decode loop over the JPEG bytes (read into memory beforehand); best epoch."""
     jpegs = [s["jpg"] for shard in shards for s in read_shard_samples(shard)]
-    start = time.perf_counter()
+    best = 0.0
     for _ in range(repeats):
+        start = time.perf_counter()
         for data in jpegs:
             np.asarray(PIL.Image.open(io.BytesIO(data)).convert("RGB"))
-    return repeats * len(jpegs) / (time.perf_counter() - start)
+        best = max(best, len(jpegs) / (time.perf_counter() - start))
+    return best
 
 
 def datamodule(shards: list[Path], repeats: int, num_workers: int, uint8: bool, batch_size: int = 64) -> float:
-    """Samples/s of ShardDataModule training batches (``repeats`` epochs after one warm-up batch)."""
+    """Samples/s of ShardDataModule training batches; best of ``repeats`` epochs after one warm-up batch.
+
+    Best-of for both sides: on a shared machine the other processes' load only ever slows an epoch down.
+    """
     dm = ShardDataModule(
         [str(p) for p in shards], batch_size=batch_size, num_workers=num_workers, image_size=256, uint8_batches=uint8
     )
     dm.setup("fit")
     loader = dm.train_dataloader()
     next(iter(loader))  # start workers, open files
-    n = 0
-    start = time.perf_counter()
+    best = 0.0
     for _ in range(repeats):
-        for batch in loader:
-            n += len(batch["key"])  # uint8: normalised after the transfer, on the training device
-    return n / (time.perf_counter() - start)
+        start = time.perf_counter()
+        n = sum(len(batch["key"]) for batch in loader)  # uint8: normalised after the transfer, on the device
+        best = max(best, n / (time.perf_counter() - start))
+    return best
 
 
 def main(argv: list[str] | None = None) -> dict:
@@ -84,7 +89,7 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--embedded", default="data/embedded", help="embedded shards (built when missing)")
     parser.add_argument("--out", default="outputs/bench_data", help="where the JPEG shards are written")
     parser.add_argument("--n", type=int, default=1000, help="samples")
-    parser.add_argument("--repeats", type=int, default=3, help="passes over the samples per measurement")
+    parser.add_argument("--repeats", type=int, default=3, help="epochs per measurement (the best one counts)")
     parser.add_argument("--workers", type=int, default=2, help="also measure the DataModule with this many workers")
     parser.add_argument("--json", default=None, help="also write the result here")
     args = parser.parse_args(argv)
