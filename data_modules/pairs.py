@@ -20,11 +20,10 @@ path but is not SAR.
 
 from __future__ import annotations
 
-import argparse
 import io
 import json
 from collections import defaultdict
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -36,6 +35,7 @@ from tqdm.auto import tqdm
 
 from data_modules.embedded import read_shard_samples
 from data_modules.shards import expand_shards
+from data_modules.webdataset_datamodule import ShardDataModule
 from text2earth.bands import TASKS, band_from_array, check_task
 from text2earth.enhance.degradations import resize
 from text2earth.fileio import atomic_directory
@@ -179,67 +179,97 @@ def _modality_samples(
         }
 
 
-def _write(folder: Path, split: str, samples: Iterator[dict[str, Any]], per_shard: int, desc: str) -> int:
+def _write(
+    folder: Path, split: str, samples: Iterator[dict[str, Any]], per_shard: int, desc: str, limit: int | None
+) -> int:
     n = 0
     with wds.ShardWriter(str(folder / f"{split}-%06d.tar"), maxcount=per_shard, verbose=0, mtime=0.0) as writer:
         for sample in tqdm(samples, desc=desc, unit="tile", leave=False):
+            if limit is not None and n >= limit:
+                break
             writer.write(sample)
             n += 1
     return n
 
 
-def build_pair_shards(
-    embedded: str | Path,
-    out_dir: str | Path,
-    tasks: list[str] | None = None,
-    modalities: list[str] | None = None,
-    seed: int = 0,
-    per_shard: int = 400,
-) -> dict[str, Any]:
-    """Write ``out_dir/{task}/{train,val}-*.tar`` and ``out_dir/modality_{m}/...`` plus ``pairs.json``."""
+def set_names(tasks: list[str] | None = None, modalities: list[str] | None = None) -> list[str]:
+    """Folder names of the sets: each task, and ``modality_{m}`` for each single-band modality."""
     tasks = [check_task(t) for t in (tasks if tasks is not None else TASKS)]
     modalities = list(modalities if modalities is not None else MODALITY_SETS)
     for m in modalities:
         if m not in MODALITY_SETS:
             raise ValueError(f"unknown single-band modality {m!r}; known: {', '.join(MODALITY_SETS)}")
+    return tasks + [f"modality_{m}" for m in modalities]
+
+
+def check_set(name: str) -> str:
+    """A set name (a task, or ``modality_{m}``) checked; one-line ``ValueError`` otherwise."""
+    if name.startswith("modality_"):
+        set_names([], [name.removeprefix("modality_")])
+    else:
+        check_task(name)
+    return name
+
+
+def build_pair_shards(
+    embedded: str | Path,
+    out_dir: str | Path,
+    names: list[str] | None = None,
+    seed: int = 0,
+    per_shard: int = 400,
+    max_per_split: int | None = None,
+) -> dict[str, Any]:
+    """Write ``out_dir/{name}/{train,val}-*.tar`` and ``out_dir/{name}/pairs.json`` for each set name
+    (a task or ``modality_{m}``; default all); each set folder appears whole or not at all.
+    ``max_per_split`` keeps only the first samples of each split (quick builds for tests)."""
+    names = names if names is not None else set_names()
     urls = {s: expand_shards(f"{embedded}/{s}-*.tar", split=s) for s in ("train", "val")}
     stretch = measure_stretch(urls["train"])
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    counts: dict[str, dict[str, int]] = {}
-    jobs: list[tuple[str, Callable[[list[str]], Iterator[dict[str, Any]]]]] = [
-        (t, lambda u, t=t: _pair_samples(t, u, stretch, seed)) for t in tasks
-    ]
-    jobs += [(f"modality_{m}", lambda u, m=m: _modality_samples(m, u, stretch, seed)) for m in modalities]
-    for name, make in tqdm(jobs, desc="pair shards", unit="set"):
+    reports = {}
+    for name in tqdm(names, desc="pair shards", unit="set"):
+        if check_set(name).startswith("modality_"):
+            modality = name.removeprefix("modality_")
+            make = lambda u, m=modality: _modality_samples(m, u, stretch, seed)  # noqa: E731
+            what = {"modality": modality}
+        else:
+            make = lambda u, t=name: _pair_samples(t, u, stretch, seed)  # noqa: E731
+            what = {"task": name, "condition": TASKS[name][0], "target": TASKS[name][1]}
         with atomic_directory(out / name) as tmp:
             tmp.mkdir(parents=True)
-            counts[name] = {s: _write(tmp, s, make(urls[s]), per_shard, f"{name} {s}") for s in ("train", "val")}
-    report = {
-        "embedded": str(embedded),
-        "seed": seed,
-        "stretch_dn": stretch,
-        "stretch_percentiles": list(PERCENTILES),
-        "tasks": {t: {"condition": TASKS[t][0], "target": TASKS[t][1]} for t in tasks},
-        "counts": counts,
-        "sar": "no real SAR in the embedded data: sar2rgb / modality_sar use NIR with 4-look gamma speckle as a stand-in",
-    }
-    (out / "pairs.json").write_text(json.dumps(report, indent=2))
-    return report
+            counts = {
+                s: _write(tmp, s, make(urls[s]), per_shard, f"{name} {s}", max_per_split) for s in ("train", "val")
+            }
+            reports[name] = {
+                **what,
+                "counts": counts,
+                "embedded": str(embedded),
+                "seed": seed,
+                "stretch_dn": stretch,
+                "stretch_percentiles": list(PERCENTILES),
+            }
+            if "sar" in name:
+                reports[name]["note"] = (
+                    f"no real SAR in the embedded data: the condition is NIR with {SPECKLE_LOOKS}-look gamma speckle"
+                )
+            (tmp / "pairs.json").write_text(json.dumps(reports[name], indent=2))
+    return reports
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--embedded", default="data/embedded")
-    parser.add_argument("--out", default="data/pairs")
-    parser.add_argument("--tasks", nargs="*", default=None, help=f"default: all of {', '.join(TASKS)}")
-    parser.add_argument("--modalities", nargs="*", default=None, help="default: nir pan sar")
-    args = parser.parse_args(argv)
-    report = build_pair_shards(args.embedded, args.out, args.tasks, args.modalities)
-    for name, c in report["counts"].items():
-        print(f"{name:>14}: {c['train']:5d} train {c['val']:5d} val")
-    return 0
+class PairShardDataModule(ShardDataModule):
+    """``ShardDataModule`` over one set of ``data/pairs`` (a task, or ``modality_{m}``), built when missing."""
 
+    def __init__(self, pair_set: str, pairs_dir: str, embedded_dir: str, **kwargs: Any) -> None:
+        folder = Path(pairs_dir) / check_set(pair_set)
+        super().__init__(train_shards=f"{folder}/train-*.tar", val_shards=f"{folder}/val-*.tar", **kwargs)
+        self.pair_set, self.pairs_dir, self.embedded_dir = pair_set, pairs_dir, embedded_dir
 
-if __name__ == "__main__":
-    raise SystemExit(main())
+    def prepare_data(self) -> None:
+        if (Path(self.pairs_dir) / self.pair_set / "pairs.json").is_file():
+            return
+        if not (Path(self.embedded_dir) / "manifest.json").is_file():
+            from data_modules.embedded import build_embedded_shards
+
+            build_embedded_shards(self.embedded_dir, seed=0)
+        build_pair_shards(self.embedded_dir, self.pairs_dir, [self.pair_set])

@@ -3,7 +3,8 @@
 Scaling (the one documented convention): a band is a float32 ``(H, W)`` array in ``[0, 1]``.
 - 8-bit files: ``value / 255``.
 - 16-bit files: ``(value - lo) / (hi - lo)`` clipped to ``[0, 1]``, with ``dn_range = (lo, hi)``; the
-  default ``(0, 65535)`` is the full range. Raw sensor DN (Landsat-8 NIR/PAN sit around 5,000..25,000) need
+  default ``(0, 65535)`` is the full range; ``"auto"`` takes the image's own 1st..99th percentiles (the
+  stretch ``data_modules/pairs.py`` applies, there over all training tiles). Raw sensor DN (Landsat-8 NIR/PAN sit around 5,000..25,000) need
   the stretch the model was trained with: pair shards and translator folders record theirs.
 Writing inverts the same mapping, so ``read_band(write_band(x))`` returns ``x`` to within one quantisation
 step. The VAE sees a band replicated to 3 identical channels; outputs go back to one band as the channel mean.
@@ -34,6 +35,8 @@ TASKS: dict[str, tuple[str, str]] = {
     "dehaze": ("rgb", "rgb"),
 }
 _SIXTEEN_BIT_MODES = {"I;16", "I;16L", "I;16B", "I;16N", "I"}
+AUTO_PERCENTILES = (1.0, 99.0)
+DnRange = tuple[float, float] | str
 _SUFFIX_FORMATS = {".png": "PNG", ".tif": "TIFF", ".tiff": "TIFF"}
 
 
@@ -51,16 +54,19 @@ def check_task(task: str) -> str:
     return task
 
 
-def _check_range(dn_range: tuple[float, float]) -> tuple[float, float]:
+def _check_range(dn_range: DnRange, array: np.ndarray | None = None) -> tuple[float, float]:
+    if isinstance(dn_range, str):
+        if dn_range != "auto" or array is None:
+            raise ValueError(f"dn_range must be (lo, hi) or 'auto', got {dn_range!r}")
+        lo, hi = (float(v) for v in np.percentile(array, AUTO_PERCENTILES))
+        return (lo, hi) if hi > lo else (lo, lo + 1.0)  # a flat image: anything, but no division by zero
     lo, hi = (float(v) for v in dn_range)
     if not hi > lo:
         raise ValueError(f"dn_range must be (lo, hi) with hi > lo, got {dn_range!r}")
     return lo, hi
 
 
-def band_from_array(
-    array: np.ndarray, dn_range: tuple[float, float] = FULL_RANGE_16, name: str = "image"
-) -> np.ndarray:
+def band_from_array(array: np.ndarray, dn_range: DnRange = FULL_RANGE_16, name: str = "image") -> np.ndarray:
     """A uint8 / uint16 / int ``(H, W)`` array (or ``(H, W, 3)`` with equal channels) as a ``[0, 1]`` band."""
     if array.ndim == 3:
         if array.shape[-1] == 1 or (
@@ -76,12 +82,12 @@ def band_from_array(
     if array.dtype == np.uint8:
         return array.astype(np.float32) / 255.0
     if array.dtype.kind in "ui":
-        lo, hi = _check_range(dn_range)
+        lo, hi = _check_range(dn_range, array)
         return np.clip((array.astype(np.float32) - lo) / (hi - lo), 0.0, 1.0)
     raise ValueError(f"{name} has dtype {array.dtype}; 8- or 16-bit integer pixels were expected")
 
 
-def read_band(path: str | Path, dn_range: tuple[float, float] = FULL_RANGE_16) -> np.ndarray:
+def read_band(path: str | Path, dn_range: DnRange = FULL_RANGE_16) -> np.ndarray:
     """A single-band PNG or TIFF (8 or 16 bit) as float32 ``(H, W)`` in ``[0, 1]`` (see the module doc)."""
     path = Path(path)
     if not path.is_file():

@@ -90,3 +90,26 @@ def use_lora(unet: UNet2DConditionModel, adapter_name: str | None, scale: float 
         raise ValueError(f"no LoRA adapter named {adapter_name!r} is loaded (loaded: {', '.join(loaded) or 'none'})")
     unet.enable_adapters()
     unet.set_adapters([adapter_name], weights=[float(scale)])
+
+
+def attach_lora(
+    unet: UNet2DConditionModel,
+    model_folder: str | Path,
+    modality: str = "rgb",
+    path: str | Path | None = None,
+    scale: float = 1.0,
+) -> str:
+    """Load the LoRA a generation asks for (``path``, or the model's adapter for ``modality``); returns the
+    modality of what will be generated (an adapter's own ``lora.json`` says it when only ``path`` is given)."""
+    from text2earth.bands import check_modality
+
+    check_modality(modality)
+    if path is None and modality == "rgb":
+        return modality  # the base model itself
+    folder = lora_folder(path) if path is not None else modality_lora(model_folder, modality)
+    info_file = folder / "lora.json"
+    trained_for = json.loads(info_file.read_text()).get("modality", "rgb") if info_file.is_file() else "rgb"
+    if path is not None and modality not in ("rgb", trained_for):
+        raise ValueError(f"LoRA {str(folder)!r} was trained for modality {trained_for!r}, not {modality!r}")
+    load_lora(unet, folder, adapter_name=trained_for, scale=scale)
+    return trained_for
