@@ -11,7 +11,8 @@ export WANDB_SILENT := true
 DEMO_RUN := outputs/demo/run
 DEMO_MODEL := models/demo
 
-.PHONY: install test lint format demo demo-train data bench info clean help enhance-train enhance-demo
+.PHONY: install test lint format demo demo-train data bench info clean help enhance-train enhance-demo \
+	pairs translate-train demo-translate
 
 help:
 	@echo "make demo        set up .venv, train the tiny model briefly, sample the shipped demo model"
@@ -20,6 +21,9 @@ help:
 	@echo "make data        cut the embedded Landsat-8 / Sentinel-2 scenes into shards (data/embedded)"
 	@echo "make bench       training throughput of our module vs a plain diffusers-style loop"
 	@echo "make enhance-demo  the shipped RRDBNet enhancer on held-out tiles (table + before/after strip)"
+	@echo "make pairs       paired translation shards + single-modality shards from the embedded tiles (data/pairs)"
+	@echo "make translate-train  the recipe of the shipped translators and NIR/PAN LoRA adapters (CPU, ~25 min)"
+	@echo "make demo-translate   PAN2RGB / NIR2RGB on held-out tiles (PSNR/SSIM table, strips) + text-to-NIR/PAN"
 	@echo "make lint        ruff"
 
 $(VENV)/.installed: pyproject.toml constraints.txt
@@ -104,3 +108,29 @@ bench: install
 
 clean:
 	rm -rf outputs logs .pytest_cache
+
+# Cross-modal generation and translation. The recipe of the shipped translators (models/translate/) and
+# LoRA adapters (models/demo/lora/): four runs side by side, each stopped after TRANSLATE_MINUTES of training
+# (Lightning max_time) on top of the shipped demo model; see models/translate/RECIPE.md for the figures.
+TRANSLATE_MINUTES ?= 24
+TRANSLATE_RUN := outputs/translate_train
+
+pairs: install
+	$(T2E) data build-pairs --embedded data/embedded --out data/pairs
+
+translate-train: install
+	rm -rf $(TRANSLATE_RUN) && mkdir -p $(TRANSLATE_RUN)
+	for exp in translate_pan2rgb translate_nir2rgb cross_modal_nir cross_modal_pan; do \
+		OMP_NUM_THREADS=1 $(T2E) train experiment=$$exp logger=csv data.num_workers=0 trainer.max_steps=100000 \
+			+trainer.max_time=00:00:$(TRANSLATE_MINUTES):00 hydra.run.dir=$(TRANSLATE_RUN)/$$exp \
+			export_dir=$(TRANSLATE_RUN)/$$exp/export > $(TRANSLATE_RUN)_$$exp.log 2>&1 & \
+	done; wait
+	rm -rf models/translate/pan2rgb models/translate/nir2rgb models/demo/lora
+	cp -r $(TRANSLATE_RUN)/translate_pan2rgb/export models/translate/pan2rgb
+	cp -r $(TRANSLATE_RUN)/translate_nir2rgb/export models/translate/nir2rgb
+	mkdir -p models/demo/lora
+	cp -r $(TRANSLATE_RUN)/cross_modal_nir/export models/demo/lora/nir
+	cp -r $(TRANSLATE_RUN)/cross_modal_pan/export models/demo/lora/pan
+
+demo-translate: install
+	$(PY) -m text2earth.demo_translate --model $(DEMO_MODEL) --out outputs/demo_translate

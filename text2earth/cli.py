@@ -113,7 +113,8 @@ def _cache_latents(args: argparse.Namespace) -> int:
 def _build_pairs(args: argparse.Namespace) -> int:
     from data_modules.pairs import build_pair_shards, check_set
 
-    reports = build_pair_shards(args.embedded, args.out, [check_set(s) for s in args.sets] if args.sets else None)
+    names = [check_set(s) for s in args.sets] if args.sets else None
+    reports = build_pair_shards(args.embedded, args.out, names, max_per_split=args.max_per_split)
     for name, report in reports.items():
         print(f"{name:>14}: {report['counts']['train']:5d} train {report['counts']['val']:5d} val")
     return 0
@@ -208,6 +209,7 @@ def build_parser() -> argparse.ArgumentParser:
     pairs.add_argument("--embedded", default="data/embedded")
     pairs.add_argument("--out", default="data/pairs")
     pairs.add_argument("--sets", nargs="*", default=None, help="tasks and/or modality_{nir,pan,sar} (default: all)")
+    pairs.add_argument("--max-per-split", type=int, default=None, help="keep only the first N pairs of each split")
     pairs.set_defaults(func=_build_pairs)
 
     register_enhance(sub)
