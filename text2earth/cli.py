@@ -172,7 +172,8 @@ def build_parser() -> argparse.ArgumentParser:
         nargs=2,
         default=None,
         metavar=("LO", "HI"),
-        help="16-bit input: DN mapped to 0..1 (default: the image's 1st..99th percentiles)",
+        help="16-bit input: DN mapped to 0..1 (default: the image's 1st..99th percentiles; the translator's "
+        "translate.json lists the per-sensor stretch it was trained with)",
     )
     tr.add_argument("--bits", type=int, default=8, choices=(8, 16), help="bit depth of a single-band output")
     tr.add_argument("--device", default=None)

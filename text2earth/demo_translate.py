@@ -55,17 +55,20 @@ def cross_modal_figure(model: str | Path, out: Path, level: float = 12.093, step
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--model", default="models/demo")
-    parser.add_argument("--translators", nargs="+", default=["models/translate/pan2rgb", "models/translate/nir2rgb"])
+    parser.add_argument("--translators", nargs="+", default=None, help="default: every folder in models/translate")
     parser.add_argument("--pairs", default="data/pairs")
     parser.add_argument("--embedded", default="data/embedded")
-    parser.add_argument("--tiles", type=int, default=64, help="held-out tiles scored per task")
-    parser.add_argument("--steps", type=int, default=20)
+    parser.add_argument("--tiles", type=int, default=48, help="held-out tiles scored per task")
+    parser.add_argument("--steps", type=int, default=10)
     parser.add_argument("--out", default="outputs/demo_translate")
     args = parser.parse_args(argv)
     out = Path(args.out)
+    translators = args.translators or sorted(str(p.parent) for p in Path("models/translate").glob("*/translate.json"))
+    if not translators:
+        raise SystemExit("no translator folders: train them with `make translate-train`")
     reports = [
         evaluate_translator(t, args.pairs, args.embedded, n_tiles=args.tiles, steps=args.steps, out_dir=out)
-        for t in args.translators
+        for t in translators
     ]
     (out / "translate_eval.json").write_text(json.dumps(reports, indent=2))
     print(markdown_table(reports))

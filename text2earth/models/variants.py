@@ -10,6 +10,7 @@ Only the variant's own weights require gradients, so the module's optimiser trai
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any
 
@@ -56,6 +57,11 @@ def export_variant(module: Any, folder: str | Path) -> Path:
         task = hp.controlnet["task"]
         cond, target = TASKS[task]
         info = {"task": task, "condition": cond, "target": target, "base_model": base, "global_step": step}
+        # The per-sensor DN stretch of the training pairs: what a 16-bit input of that sensor should use.
+        datamodule = getattr(module._trainer, "datamodule", None) if module._trainer is not None else None
+        report = Path(getattr(datamodule, "pairs_dir", "")) / task / "pairs.json"
+        if getattr(datamodule, "pairs_dir", None) and report.is_file():
+            info["training_stretch_dn"] = json.loads(report.read_text())["stretch_dn"]
         return save_translator(module.controlnet, folder, info)
     info = {"modality": hp.lora.get("modality", "rgb"), "base_model": base, "global_step": step, **dict(hp.lora)}
     return save_lora(module.unet, folder, info=info)
