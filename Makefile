@@ -110,10 +110,13 @@ clean:
 	rm -rf outputs logs .pytest_cache
 
 # Cross-modal generation and translation. The recipe of the shipped translators (models/translate/) and
-# LoRA adapters (models/demo/lora/): four runs side by side, each stopped after TRANSLATE_MINUTES of training
-# (Lightning max_time) on top of the shipped demo model; see models/translate/RECIPE.md for the figures.
+# LoRA adapters (models/demo/lora/), on top of the shipped demo model: runs side by side, each stopped
+# after a fixed training time (Lightning max_time): first PAN2RGB, NIR2RGB and the NIR / PAN LoRAs for
+# TRANSLATE_MINUTES, then PAN2NIR, SR x4 and dehazing for TRANSLATE_MINUTES_2. Figures: models/translate/RECIPE.md.
 TRANSLATE_MINUTES ?= 24
+TRANSLATE_MINUTES_2 ?= 12
 TRANSLATE_RUN := outputs/translate_train
+TRANSLATE_ARGS := logger=csv data.num_workers=0 trainer.max_steps=100000
 
 pairs: install
 	$(T2E) data build-pairs --embedded data/embedded --out data/pairs
@@ -121,16 +124,17 @@ pairs: install
 translate-train: install
 	rm -rf $(TRANSLATE_RUN) && mkdir -p $(TRANSLATE_RUN)
 	for exp in translate_pan2rgb translate_nir2rgb cross_modal_nir cross_modal_pan; do \
-		OMP_NUM_THREADS=1 $(T2E) train experiment=$$exp logger=csv data.num_workers=0 trainer.max_steps=100000 \
-			+trainer.max_time=00:00:$(TRANSLATE_MINUTES):00 hydra.run.dir=$(TRANSLATE_RUN)/$$exp \
-			export_dir=$(TRANSLATE_RUN)/$$exp/export > $(TRANSLATE_RUN)_$$exp.log 2>&1 & \
+		OMP_NUM_THREADS=1 $(T2E) train experiment=$$exp $(TRANSLATE_ARGS) +trainer.max_time=00:00:$(TRANSLATE_MINUTES):00 \
+			hydra.run.dir=$(TRANSLATE_RUN)/$$exp export_dir=$(TRANSLATE_RUN)/$$exp/export > $(TRANSLATE_RUN)/$$exp.log 2>&1 & \
 	done; wait
-	rm -rf models/translate/pan2rgb models/translate/nir2rgb models/demo/lora
-	cp -r $(TRANSLATE_RUN)/translate_pan2rgb/export models/translate/pan2rgb
-	cp -r $(TRANSLATE_RUN)/translate_nir2rgb/export models/translate/nir2rgb
-	mkdir -p models/demo/lora
-	cp -r $(TRANSLATE_RUN)/cross_modal_nir/export models/demo/lora/nir
-	cp -r $(TRANSLATE_RUN)/cross_modal_pan/export models/demo/lora/pan
+	for exp in translate_pan2nir translate_sr translate_dehaze; do \
+		OMP_NUM_THREADS=1 $(T2E) train experiment=$$exp $(TRANSLATE_ARGS) +trainer.max_time=00:00:$(TRANSLATE_MINUTES_2):00 \
+			hydra.run.dir=$(TRANSLATE_RUN)/$$exp export_dir=$(TRANSLATE_RUN)/$$exp/export > $(TRANSLATE_RUN)/$$exp.log 2>&1 & \
+	done; wait
+	rm -rf models/translate models/demo/lora && mkdir -p models/translate models/demo/lora
+	# Shipped: the real-pair translators (11 MB each); SR and dehazing stay in $(TRANSLATE_RUN) (README table).
+	for task in pan2rgb nir2rgb pan2nir; do cp -r $(TRANSLATE_RUN)/translate_$$task/export models/translate/$$task; done
+	for m in nir pan; do cp -r $(TRANSLATE_RUN)/cross_modal_$$m/export models/demo/lora/$$m; done
 
 demo-translate: install
 	$(PY) -m text2earth.demo_translate --model $(DEMO_MODEL) --out outputs/demo_translate

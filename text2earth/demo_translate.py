@@ -26,12 +26,17 @@ PROMPTS = [
 
 
 @torch.no_grad()
-def cross_modal_figure(model: str | Path, out: Path, level: float = 12.093, steps: int = 20, seed: int = 0) -> Path:
-    """Rows: RGB (base model), NIR and PAN (LoRA adapters); columns: prompts; same seeds in every row."""
+def cross_modal_figure(
+    model: str | Path, out: Path, level: float = 12.093, steps: int = 20, seed: int = 0
+) -> tuple[Path, dict[str, float]]:
+    """Rows: RGB (base model), NIR and PAN (LoRA adapters, shown as the single band ``generate`` writes);
+    columns: prompts; the same seeds in every row. Also returns each row's mean chroma (max - min over the
+    RGB channels of the raw output, in [0, 1]): single-band training data has none, so a LoRA that learned
+    its modality lowers it."""
     from text2earth.pipelines.text2img import Text2EarthPipeline
 
     pipe = Text2EarthPipeline.from_pretrained(model)
-    rows, labels = [], []
+    rows, labels, chroma = [], [], {}
     for modality in ("rgb", "nir", "pan"):
         if modality == "rgb":
             labels.append("RGB (base model)")
@@ -45,11 +50,13 @@ def cross_modal_figure(model: str | Path, out: Path, level: float = 12.093, step
             level=level,
             num_inference_steps=steps,
             generator=[torch.Generator().manual_seed(seed + i) for i in range(len(PROMPTS))],
+            output_type="pt",
             show_progress=False,
         ).images
-        rows.append(images)
+        chroma[modality] = round(float((images.amax(dim=1) - images.amin(dim=1)).mean()), 4)
+        rows.append(images if modality == "rgb" else images.mean(dim=1, keepdim=True).expand_as(images))
     grid = labelled_grid(rows, labels, PROMPTS, cell_size=96)
-    return save_png(grid, out / "cross_modal.png", {"model": str(model), "level": f"{level:g}"})
+    return save_png(grid, out / "cross_modal.png", {"model": str(model), "level": f"{level:g}"}), chroma
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -70,9 +77,11 @@ def main(argv: list[str] | None = None) -> int:
         evaluate_translator(t, args.pairs, args.embedded, n_tiles=args.tiles, steps=args.steps, out_dir=out)
         for t in translators
     ]
-    (out / "translate_eval.json").write_text(json.dumps(reports, indent=2))
     print(markdown_table(reports))
-    print(f"wrote {', '.join(r['strip'] for r in reports)} and {cross_modal_figure(args.model, out, steps=args.steps)}")
+    figure, chroma = cross_modal_figure(args.model, out, steps=args.steps)
+    (out / "translate_eval.json").write_text(json.dumps({"translators": reports, "chroma": chroma}, indent=2))
+    print("mean chroma of generated tiles (0 = single band):", ", ".join(f"{k} {v:.4f}" for k, v in chroma.items()))
+    print(f"wrote {', '.join(r['strip'] for r in reports)} and {figure}")
     return 0
 
 
