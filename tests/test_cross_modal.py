@@ -397,7 +397,7 @@ def test_cli_translate_bad_inputs(trained_variants, tmp_path, capsys):
 def test_cli_generate_with_a_modality_lora(trained_variants, tmp_path, capsys):
     _, lora = trained_variants
     model = tmp_path / "model"
-    shutil.copytree(DEMO, model)
+    shutil.copytree(DEMO, model, ignore=shutil.ignore_patterns("lora"))  # only the adapter under test
     shutil.copytree(lora, model / "lora" / "nir")
     args = ["generate", "a coastline", "--model", str(model), "--n", "1", "--steps", "2", "--gsd", "10"]
     assert cli_main([*args, "--modality", "nir", "--out", str(tmp_path / "nir")]) == 0, capsys.readouterr().err
