@@ -377,6 +377,21 @@ def test_cli_translate_end_to_end(trained_variants, embedded_shards, tmp_path, c
     assert "trained for 'pan2nir'" in capsys.readouterr().err
 
 
+def test_cli_super_resolution_end_to_end(pairs_dir, embedded_shards, tmp_path, capsys):
+    # translate_sr at x2: the low-resolution input is upsampled to the condition, the output is twice its size.
+    result, translator = _fast_run("translate_sr", pairs_dir, tmp_path, ["model.controlnet.task=sr_x2"])
+    assert result["model"].hparams.controlnet["task"] == "sr_x2"
+    low = np.random.default_rng(0).integers(0, 255, (32, 32, 3), dtype=np.uint8)
+    PIL.Image.fromarray(low).save(tmp_path / "low.png")
+    args = ["translate", str(tmp_path / "low.png"), "--translator", str(translator), "--steps", "1"]
+    assert cli_main([*args, "--task", "sr_x2", "--out", str(tmp_path / "sr.png")]) == 0, capsys.readouterr().err
+    assert PIL.Image.open(tmp_path / "sr.png").size == (64, 64)
+    PIL.Image.fromarray(low[:31, :31]).save(tmp_path / "odd.png")  # x2 = 62 px: not a multiple of the VAE's 4
+    args[1] = str(tmp_path / "odd.png")
+    assert cli_main([*args, "--task", "sr_x2", "--out", str(tmp_path / "o.png")]) == 2
+    assert "multiple of 4" in capsys.readouterr().err
+
+
 def test_cli_translate_bad_inputs(trained_variants, tmp_path, capsys):
     translator, _ = trained_variants
     rgb = np.zeros((64, 64, 3), dtype=np.uint8)
