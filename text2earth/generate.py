@@ -73,7 +73,7 @@ def generate_to_folder(
         width=width,
     )
     out = Path(out_dir)
-    written = []
+    written, shown = [], []  # shown: what was written (single bands for nir / pan / sar), for the grid
     for i, (image, caption, lvl) in enumerate(zip(result.images, result.prompts, result.levels, strict=True)):
         gsd = level_to_gsd(lvl)
         text = {
@@ -90,6 +90,7 @@ def generate_to_folder(
         }
         if modality in SINGLE_BAND:
             image = to_band(np.asarray(image, dtype=np.float32) / 255.0)
+        shown.append(image)
         written.append(save_png(image, out / f"{i:03d}_L{lvl:g}_seed{seed + i}.png", text))
-    written.append(save_png(make_grid(result.images, nrow=n), out / "grid.png", {"prompts": " | ".join(prompts)}))
+    written.append(save_png(make_grid(shown, nrow=n), out / "grid.png", {"prompts": " | ".join(prompts)}))
     return written
