@@ -11,7 +11,8 @@ export WANDB_SILENT := true
 DEMO_RUN := outputs/demo/run
 DEMO_MODEL := models/demo
 
-.PHONY: install test lint format demo demo-train data bench info clean help enhance-train enhance-demo bench-data data-stats
+.PHONY: install test lint format demo demo-train data bench info clean help enhance-train enhance-demo \
+	bench-data data-stats pairs translate-train demo-translate
 
 help:
 	@echo "make demo        set up .venv, train the tiny model briefly, sample the shipped demo model"
@@ -22,6 +23,9 @@ help:
 	@echo "make bench-data  loader samples/s on 256-px JPEG shards vs a plain PIL decode loop"
 	@echo "make data-stats  world density map + histograms of the embedded shards (outputs/stats)"
 	@echo "make enhance-demo  the shipped RRDBNet enhancer on held-out tiles (table + before/after strip)"
+	@echo "make pairs       paired translation shards + single-modality shards from the embedded tiles (data/pairs)"
+	@echo "make translate-train  the recipe of the shipped translators and NIR/PAN LoRA adapters (CPU, ~25 min)"
+	@echo "make demo-translate   PAN2RGB / NIR2RGB on held-out tiles (PSNR/SSIM table, strips) + text-to-NIR/PAN"
 	@echo "make lint        ruff"
 
 $(VENV)/.installed: pyproject.toml constraints.txt
@@ -113,3 +117,33 @@ data-stats: install
 
 clean:
 	rm -rf outputs logs .pytest_cache
+
+# Cross-modal generation and translation. The recipe of the shipped translators (models/translate/) and
+# LoRA adapters (models/demo/lora/), on top of the shipped demo model: runs side by side, each stopped
+# after a fixed training time (Lightning max_time): first PAN2RGB, NIR2RGB and the NIR / PAN LoRAs for
+# TRANSLATE_MINUTES, then PAN2NIR, SR x4 and dehazing for TRANSLATE_MINUTES_2. Figures: models/translate/RECIPE.md.
+TRANSLATE_MINUTES ?= 24
+TRANSLATE_MINUTES_2 ?= 12
+TRANSLATE_RUN := outputs/translate_train
+TRANSLATE_ARGS := logger=csv data.num_workers=0 trainer.max_steps=100000
+
+pairs: install
+	$(T2E) data build-pairs --embedded data/embedded --out data/pairs
+
+translate-train: install
+	rm -rf $(TRANSLATE_RUN) && mkdir -p $(TRANSLATE_RUN)
+	for exp in translate_pan2rgb translate_nir2rgb cross_modal_nir cross_modal_pan; do \
+		OMP_NUM_THREADS=1 $(T2E) train experiment=$$exp $(TRANSLATE_ARGS) +trainer.max_time=00:00:$(TRANSLATE_MINUTES):00 \
+			hydra.run.dir=$(TRANSLATE_RUN)/$$exp export_dir=$(TRANSLATE_RUN)/$$exp/export > $(TRANSLATE_RUN)/$$exp.log 2>&1 & \
+	done; wait
+	for exp in translate_pan2nir translate_sr translate_dehaze; do \
+		OMP_NUM_THREADS=1 $(T2E) train experiment=$$exp $(TRANSLATE_ARGS) +trainer.max_time=00:00:$(TRANSLATE_MINUTES_2):00 \
+			hydra.run.dir=$(TRANSLATE_RUN)/$$exp export_dir=$(TRANSLATE_RUN)/$$exp/export > $(TRANSLATE_RUN)/$$exp.log 2>&1 & \
+	done; wait
+	rm -rf models/translate models/demo/lora && mkdir -p models/translate models/demo/lora
+	# Shipped: the real-pair translators (11 MB each); SR and dehazing stay in $(TRANSLATE_RUN) (README table).
+	for task in pan2rgb nir2rgb pan2nir; do cp -r $(TRANSLATE_RUN)/translate_$$task/export models/translate/$$task; done
+	for m in nir pan; do cp -r $(TRANSLATE_RUN)/cross_modal_$$m/export models/demo/lora/$$m; done
+
+demo-translate: install
+	$(PY) -m text2earth.demo_translate --model $(DEMO_MODEL) --out outputs/demo_translate

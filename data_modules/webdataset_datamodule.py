@@ -7,6 +7,8 @@ Batch (a dict):
     gsd_m         float32 B (metres per pixel, nan when unknown)
     key           list[str]
     latents       float32 B x 4 x h x w, only when every sample carries cached latents
+    conditioning  float32 B x 3 x H x W in [0, 1], the ControlNet condition of paired-sample shards
+                  (``{key}.cond.png``, see data_modules/pairs.py), only when every sample has one
 
 Shards are split by node and by DataLoader worker, shuffled deterministically for a seed (the
 order changes every epoch, reproducibly), decoded with safe decoders only (no pickle; ``.pth``
@@ -45,6 +47,7 @@ log = logging.getLogger(__name__)
 
 IMAGE_KEYS = ("png", "jpg", "jpeg", "webp")
 LATENT_KEYS = ("latents.npy", "latents.pth")
+CONDITION_KEY = "cond.png"
 
 
 class SkipCounter:
@@ -123,19 +126,25 @@ class _EpochAugment(PipelineStage):
                 h, w = sample["pixels"].shape[:2]
                 top, left = rng.randint(0, h - self.size), rng.randint(0, w - self.size)
                 sample["pixels"] = sample["pixels"][top : top + self.size, left : left + self.size]
+                if "conditioning" in sample:  # a pair is cropped by the same window
+                    if tuple(sample["conditioning"].shape[-2:]) != (h, w):
+                        raise ValueError(f"sample {sample['key']!r}: condition and image sizes differ")
+                    sample["conditioning"] = sample["conditioning"][..., top : top + self.size, left : left + self.size]
             if self.flip and rng.random() < 0.5:
                 sample["flip"] = True  # done on the stacked batch in torch (numpy's reversed copy is slow)
                 if "latents_flip" in sample:  # cached from the flipped image: exact
                     sample["latents"] = sample["latents_flip"]
                 elif "latents" in sample:  # the VAE is convolutional: a flipped latent ~ the flipped image's
                     sample["latents"] = sample["latents"].flip(-1)
+                if "conditioning" in sample:  # a pair flips together
+                    sample["conditioning"] = sample["conditioning"].flip(-1)
             yield sample
 
 
 def _decode_field(key: str, data: bytes) -> Any:
     """Decoders for the fields the batch needs; everything else stays raw bytes (never unpickled)."""
     ext = key.lstrip(".").lower()
-    if ext in IMAGE_KEYS:
+    if ext in IMAGE_KEYS or ext == CONDITION_KEY:
         return decode_rgb(data, key)  # full decode: corrupt data fails here, and the sample is skipped
     if ext == "txt":
         return data.decode("utf-8")
@@ -230,6 +239,8 @@ class _ToSample:
         }
         if self.tokenizer is not None:  # in the DataLoader worker, off the training process
             out["input_ids"] = tokenize(self.tokenizer, [out["caption"]])[0]
+        if CONDITION_KEY in sample:
+            out["conditioning"] = (to_pixel_values(sample[CONDITION_KEY], self.image_size) + 1.0) / 2.0
         latent_key = next((k for k in LATENT_KEYS if k in sample), None)
         if latent_key is not None:
             latents = torch.as_tensor(
@@ -315,6 +326,11 @@ def collate_samples(samples: list[dict[str, Any]], uint8: bool = False) -> dict[
     }
     if all("input_ids" in s for s in samples):
         batch["input_ids"] = torch.stack([s["input_ids"] for s in samples])
+    conditions = [s.get("conditioning") for s in samples]
+    if all(c is not None for c in conditions):
+        batch["conditioning"] = torch.stack(conditions)
+    elif any(c is not None for c in conditions):
+        raise ValueError("batch mixes paired samples (with .cond.png) and unpaired ones")
     latents = [s.get("latents") for s in samples]
     if all(t is not None for t in latents):
         if len({tuple(t.shape) for t in latents}) != 1:

@@ -35,8 +35,35 @@ def _generate(args: argparse.Namespace) -> int:
         height=args.height,
         width=args.width,
         device=args.device,
+        modality=args.modality,
+        lora=args.lora,
+        lora_scale=args.lora_scale,
     )
     print(f"wrote {len(written) - 1} images and {written[-1]}")
+    return 0
+
+
+def _translate(args: argparse.Namespace) -> int:
+    from text2earth.pipelines.translate import translate_file
+
+    out = translate_file(
+        args.task,
+        args.input,
+        args.out,
+        translator=args.translator or f"models/translate/{args.task}",
+        model=args.model,
+        prompt=args.prompt,
+        level=args.level,
+        gsd_m=args.gsd,
+        steps=args.steps,
+        guidance=args.guidance,
+        conditioning_scale=args.conditioning_scale,
+        seed=args.seed,
+        dn_range=tuple(args.dn_range) if args.dn_range else "auto",
+        bits=args.bits,
+        device=args.device,
+    )
+    print(f"{args.task}: {args.input} -> {out}")
     return 0
 
 
@@ -85,6 +112,16 @@ def _cache_latents(args: argparse.Namespace) -> int:
     return 0
 
 
+def _build_pairs(args: argparse.Namespace) -> int:
+    from data_modules.pairs import build_pair_shards, check_set
+
+    names = [check_set(s) for s in args.sets] if args.sets else None
+    reports = build_pair_shards(args.embedded, args.out, names, max_per_split=args.max_per_split)
+    for name, report in reports.items():
+        print(f"{name:>14}: {report['counts']['train']:5d} train {report['counts']['val']:5d} val")
+    return 0
+
+
 def _level_or_gsd(parser: argparse.ArgumentParser) -> None:
     group = parser.add_mutually_exclusive_group()
     group.add_argument("--gsd", type=float, help="ground sample distance in metres per pixel (e.g. 0.5)")
@@ -114,8 +151,36 @@ def build_parser() -> argparse.ArgumentParser:
     gen.add_argument("--height", type=int, default=None)
     gen.add_argument("--width", type=int, default=None)
     gen.add_argument("--device", default=None, help="cpu | cuda (default: cuda when available)")
+    gen.add_argument("--modality", default="rgb", help="rgb | nir | pan | sar: loads the model's LoRA (MODEL/lora/M)")
+    gen.add_argument("--lora", default=None, help="a LoRA adapter folder (overrides --modality's default adapter)")
+    gen.add_argument("--lora-scale", type=float, default=1.0, help="LoRA strength (0 = the base model)")
     gen.add_argument("--out", required=True, help="output folder")
     gen.set_defaults(func=_generate)
+
+    tr = sub.add_parser("translate", help="image-to-image translation with a ControlNet (pan2rgb, nir2rgb, ...)")
+    tr.add_argument("input", help="condition image: single-band PNG/TIFF (8/16 bit) for pan/nir/sar, RGB otherwise")
+    tr.add_argument("--task", required=True, help="pan2rgb | nir2rgb | pan2nir | sar2rgb | sr_x2 | sr_x4 | dehaze")
+    tr.add_argument("--out", required=True, help="output image (.png; single-band targets: .png or .tif)")
+    tr.add_argument("--translator", default=None, help="translator folder (default: models/translate/TASK)")
+    tr.add_argument("--model", default=None, help="base model folder (default: the one the translator names)")
+    tr.add_argument("--prompt", default="", help="optional caption")
+    _level_or_gsd(tr)
+    tr.add_argument("--steps", type=int, default=20)
+    tr.add_argument("--guidance", type=float, default=1.0, help="classifier-free guidance (1 = off)")
+    tr.add_argument("--conditioning-scale", type=float, default=1.0)
+    tr.add_argument("--seed", type=int, default=0)
+    tr.add_argument(
+        "--dn-range",
+        type=float,
+        nargs=2,
+        default=None,
+        metavar=("LO", "HI"),
+        help="16-bit input: DN mapped to 0..1 (default: the image's 1st..99th percentiles; the translator's "
+        "translate.json lists the per-sensor stretch it was trained with)",
+    )
+    tr.add_argument("--bits", type=int, default=8, choices=(8, 16), help="bit depth of a single-band output")
+    tr.add_argument("--device", default=None)
+    tr.set_defaults(func=_translate)
 
     train = sub.add_parser("train", help="train with Hydra: text2earth train experiment=demo key=value ...")
     train.add_argument("overrides", nargs=argparse.REMAINDER, help="Hydra overrides")
@@ -146,6 +211,12 @@ def build_parser() -> argparse.ArgumentParser:
     cache.add_argument("--flip", action="store_true", help="also cache the latents of the flipped image")
     cache.set_defaults(func=_cache_latents)
     register_data_tools(data_sub)
+    pairs = data_sub.add_parser("build-pairs", help="paired shards for translation + single-modality shards (LoRA)")
+    pairs.add_argument("--embedded", default="data/embedded")
+    pairs.add_argument("--out", default="data/pairs")
+    pairs.add_argument("--sets", nargs="*", default=None, help="tasks and/or modality_{nir,pan,sar} (default: all)")
+    pairs.add_argument("--max-per-split", type=int, default=None, help="keep only the first N pairs of each split")
+    pairs.set_defaults(func=_build_pairs)
 
     register_enhance(sub)
     return parser

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
 import torch
 
 from text2earth.imageio import make_grid, save_png
@@ -33,8 +34,17 @@ def generate_to_folder(
     height: int | None = None,
     width: int | None = None,
     device: str | None = None,
+    modality: str = "rgb",
+    lora: str | None = None,
+    lora_scale: float = 1.0,
 ) -> list[Path]:
-    """Write ``n`` images per prompt and ``grid.png``; return the paths (grid last)."""
+    """Write ``n`` images per prompt and ``grid.png``; return the paths (grid last).
+
+    ``modality`` (nir, pan, sar) loads the model's LoRA for it, ``lora`` any adapter folder, at ``lora_scale``;
+    single-band modalities are written as single-band PNGs.
+    """
+    from text2earth.bands import SINGLE_BAND, check_modality, to_band
+    from text2earth.models.lora import attach_lora
     from text2earth.pipelines.text2img import Text2EarthPipeline
 
     if not prompts:
@@ -42,9 +52,11 @@ def generate_to_folder(
     if n < 1:
         raise ValueError(f"--n must be at least 1, got {n}")
     resolve_levels(len(prompts), level, gsd_m)  # bad resolution input fails before any model loads
+    check_modality(modality)
     target = pick_device(device)
     dtype = torch.bfloat16 if target.type == "cuda" else None
     pipe = Text2EarthPipeline.from_pretrained(model, scheduler=scheduler, torch_dtype=dtype).to(target)
+    modality = attach_lora(pipe.unet, model, modality, lora, lora_scale)
     # One generator per image, seeded seed + i: any single image can be reproduced alone.
     generators = [torch.Generator(device="cpu").manual_seed(seed + i) for i in range(n * len(prompts))]
     result = pipe(
@@ -61,7 +73,7 @@ def generate_to_folder(
         width=width,
     )
     out = Path(out_dir)
-    written = []
+    written, shown = [], []  # shown: what was written (single bands for nir / pan / sar), for the grid
     for i, (image, caption, lvl) in enumerate(zip(result.images, result.prompts, result.levels, strict=True)):
         gsd = level_to_gsd(lvl)
         text = {
@@ -72,7 +84,13 @@ def generate_to_folder(
             "model": str(model),
             "steps": str(steps),
             "guidance": f"{guidance:g}",
+            "modality": modality,
+            "lora": lora,
+            "lora_scale": f"{lora_scale:g}" if lora or modality != "rgb" else None,
         }
+        if modality in SINGLE_BAND:
+            image = to_band(np.asarray(image, dtype=np.float32) / 255.0)
+        shown.append(image)
         written.append(save_png(image, out / f"{i:03d}_L{lvl:g}_seed{seed + i}.png", text))
-    written.append(save_png(make_grid(result.images, nrow=n), out / "grid.png", {"prompts": " | ".join(prompts)}))
+    written.append(save_png(make_grid(shown, nrow=n), out / "grid.png", {"prompts": " | ".join(prompts)}))
     return written

@@ -25,7 +25,9 @@ from text2earth.config import make_hparams_plain
 from text2earth.fileio import atomic_directory
 from text2earth.models.components import Components, build_components
 from text2earth.models.conditioning import drop_conditions, encode_text, level_class_labels, tokenize
+from text2earth.models.controlnet import controlled_prediction
 from text2earth.models.losses import diffusion_target, min_snr_weights, sample_noise
+from text2earth.models.variants import build_variant, export_variant
 
 FROZEN_PARTS = ("vae", "text_encoder")
 
@@ -43,6 +45,8 @@ class LatentDiffusionModule(L.LightningModule):
         gradient_checkpointing: bool = False,
         compile: bool = False,
         save_frozen_in_checkpoint: bool = True,
+        lora: dict[str, Any] | None = None,
+        controlnet: dict[str, Any] | None = None,
     ) -> None:
         super().__init__()
         self.save_hyperparameters()
@@ -59,6 +63,9 @@ class LatentDiffusionModule(L.LightningModule):
             frozen.requires_grad_(False)
             frozen.eval()
         self.unet.set_attn_processor(AttnProcessor2_0())  # PyTorch SDPA kernels
+        # Task variants (text2earth.models.variants): a LoRA on the UNet (cross-modal generation) or a
+        # ControlNet beside it (translation); either way the UNet's own weights stay frozen.
+        self.controlnet = build_variant(self.unet, self.vae, lora, controlnet)
         if gradient_checkpointing:
             self.unet.enable_gradient_checkpointing()
         if compile:
@@ -155,6 +162,10 @@ class LatentDiffusionModule(L.LightningModule):
     ) -> torch.Tensor:
         """The network's output for noisy latents: the one place task variants (extra input channels,
         control residuals) hook into the shared training step."""
+        if self.controlnet is not None:
+            return controlled_prediction(
+                self.unet, self.controlnet, noisy, timesteps, text, class_labels, batch["conditioning"]
+            )
         return self.unet(noisy, timesteps, encoder_hidden_states=text, class_labels=class_labels).sample
 
     def training_step(self, batch: dict[str, Any], batch_idx: int) -> torch.Tensor:
@@ -172,7 +183,7 @@ class LatentDiffusionModule(L.LightningModule):
 
     # -- optimisation -----------------------------------------------------------------------------
     def configure_optimizers(self) -> Any:
-        params = [p for p in self.unet.parameters() if p.requires_grad]
+        params = [p for p in self.parameters() if p.requires_grad]  # UNet, or only a LoRA / ControlNet
         opt_cfg = dict(self.hparams.optimizer)
         if opt_cfg.get("_target_", "").endswith("AdamW") and "fused" not in opt_cfg:
             opt_cfg["fused"] = self.device.type == "cuda"  # one kernel per step on GPU
@@ -191,6 +202,8 @@ class LatentDiffusionModule(L.LightningModule):
         from text2earth.pipelines.text2img import Text2EarthPipeline
 
         self.float()  # folders hold fp32 weights, whatever precision training ran in (end of training)
+        if self.hparams.lora or self.controlnet is not None:  # an adapter / translator folder, not a model
+            return export_variant(self, folder)
         pipe = Text2EarthPipeline.from_components(self.components)
         with atomic_directory(folder) as tmp:
             pipe.save_pretrained(tmp, safe_serialization=True)

@@ -24,7 +24,14 @@ from transformers import CLIPTextModel, CLIPTokenizer
 
 from text2earth.models.components import Components, load_from_folder
 from text2earth.pipelines.guidance import make_guider
-from text2earth.pipelines.sampling import build_conditions, denoise, prepare_latents, step_kwargs, unet_predictor
+from text2earth.pipelines.sampling import (
+    Predictor,
+    build_conditions,
+    denoise,
+    prepare_latents,
+    step_kwargs,
+    unet_predictor,
+)
 from text2earth.pipelines.schedulers import make_scheduler
 from text2earth.resolution import UNKNOWN_LEVEL, parse_prompt, resolve_levels
 
@@ -154,6 +161,10 @@ class Text2EarthPipeline(DiffusionPipeline):
         return negatives
 
     # ----------------------------------------------------------------------------------------- sampling
+    def predictor(self) -> Predictor:
+        """The network call of the loop; subclasses (ControlNet translation) return theirs."""
+        return unet_predictor(self.unet)
+
     @torch.no_grad()
     def __call__(
         self,
@@ -214,7 +225,7 @@ class Text2EarthPipeline(DiffusionPipeline):
             latents,
             self.scheduler.timesteps,
             guider,
-            unet_predictor(self.unet),
+            self.predictor(),
             conditions,
             extra_step_kwargs=step_kwargs(self.scheduler, generator),
             show_progress=show_progress,

@@ -1,0 +1,189 @@
+"""Image-to-image translation: the Text2Earth pipeline with a ControlNet adding residuals to the frozen UNet.
+
+Everything but the network call is :class:`~text2earth.pipelines.text2img.Text2EarthPipeline` (prompt and
+level handling, guidance, the one denoising loop); :meth:`predictor` routes each step through
+:func:`~text2earth.models.controlnet.controlled_prediction`. The condition is an image in ``[0, 1]``
+(B, 3, H, W) at the output size; every guidance branch sees it, as in diffusers' ControlNet pipelines.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import PIL.Image
+import torch
+import torch.nn.functional as F
+from diffusers import AutoencoderKL, ControlNetModel, UNet2DConditionModel
+from transformers import CLIPTextModel, CLIPTokenizer
+
+from text2earth.bands import TASKS, DnRange, read_band, replicate
+from text2earth.imageio import load_rgb
+from text2earth.models.components import Components, load_from_folder
+from text2earth.models.controlnet import controlled_prediction, read_translator
+from text2earth.pipelines.sampling import BranchConditions, Predictor
+from text2earth.pipelines.text2img import Text2EarthPipeline, Text2EarthPipelineOutput
+
+
+class Text2EarthControlNetPipeline(Text2EarthPipeline):
+    def __init__(
+        self,
+        vae: AutoencoderKL,
+        text_encoder: CLIPTextModel,
+        tokenizer: CLIPTokenizer,
+        unet: UNet2DConditionModel,
+        scheduler: Any,
+        controlnet: ControlNetModel,
+        level_scale: float = 1.0,
+    ) -> None:
+        super().__init__(vae, text_encoder, tokenizer, unet, scheduler, level_scale)
+        self.register_modules(controlnet=controlnet)
+        self._condition: torch.Tensor | None = None
+        self._conditioning_scale = 1.0
+
+    @classmethod
+    def from_parts(
+        cls, components: Components, controlnet: ControlNetModel, scheduler: str | None = None
+    ) -> Text2EarthControlNetPipeline:
+        base = Text2EarthPipeline.from_components(components, scheduler=scheduler)
+        return cls(controlnet=controlnet, level_scale=components.level_scale, **base.components)
+
+    @classmethod
+    def from_translator(
+        cls, folder: str | Path, model: str | Path | None = None, scheduler: str | None = None
+    ) -> tuple[Text2EarthControlNetPipeline, dict[str, Any]]:
+        """A pipeline from a translator folder (its base model, or ``model``) and the folder's ``translate.json``."""
+        info = read_translator(folder)
+        base = model or info.get("base_model")
+        if not base:
+            raise ValueError(f"{folder}/translate.json names no base model: pass the model folder")
+        controlnet = ControlNetModel.from_pretrained(Path(folder) / "controlnet", local_files_only=True)
+        return cls.from_parts(load_from_folder(base), controlnet, scheduler), info
+
+    def predictor(self) -> Predictor:
+        if self._condition is None:
+            raise RuntimeError("call the pipeline with a condition image")
+        condition, scale = self._condition, self._conditioning_scale
+
+        def predict(latent_model_input: torch.Tensor, t: torch.Tensor, cond: BranchConditions) -> torch.Tensor:
+            stacked = condition.repeat(latent_model_input.shape[0] // condition.shape[0], 1, 1, 1)  # branch-major
+            return controlled_prediction(
+                self.unet,
+                self.controlnet,
+                latent_model_input,
+                t,
+                cond.text_embeds,
+                cond.class_labels,
+                stacked,
+                scale,
+            )
+
+        return predict
+
+    @torch.no_grad()
+    def __call__(
+        self,
+        image: torch.Tensor,
+        prompt: str | list[str] = "",
+        conditioning_scale: float = 1.0,
+        guidance_scale: float = 1.0,
+        **kwargs: Any,
+    ) -> Text2EarthPipelineOutput | tuple:
+        """Translate condition images ``image`` (B, 3, H, W in [0, 1]); one prompt, or one per image."""
+        if not isinstance(image, torch.Tensor) or image.ndim != 4 or image.shape[1] != 3:
+            raise ValueError(f"the condition must be a (B, 3, H, W) tensor, got {getattr(image, 'shape', image)!r}")
+        n = image.shape[0]
+        prompts = [prompt] * n if isinstance(prompt, str) else list(prompt)
+        if len(prompts) != n:
+            raise ValueError(f"got {len(prompts)} prompts for {n} condition images")
+        if kwargs.get("num_images_per_prompt", 1) != 1:
+            raise ValueError("translation makes one image per condition")
+        self._condition = image.to(device=self._execution_device, dtype=self.controlnet.dtype)
+        self._conditioning_scale = float(conditioning_scale)
+        try:
+            return super().__call__(
+                prompts, guidance_scale=guidance_scale, height=image.shape[2], width=image.shape[3], **kwargs
+            )
+        finally:
+            self._condition = None
+
+
+def sr_factor(task: str) -> int:
+    """The upscaling factor of a super-resolution task (1 for every other task)."""
+    return int(task.removeprefix("sr_x")) if task.startswith("sr_x") else 1
+
+
+def load_condition(path: str | Path, task: str, dn_range: DnRange = "auto") -> torch.Tensor:
+    """The condition image of ``task`` from a file, as (1, 3, H, W) in [0, 1].
+
+    Single-band conditions (PAN, NIR, SAR) must be single-band files (8 or 16 bit; 16-bit scaled by
+    ``dn_range``, see :mod:`text2earth.bands`), replicated to three channels. RGB conditions must be RGB;
+    a super-resolution input is the low-resolution image, upsampled bicubically by the task's factor.
+    """
+    cond_modality = TASKS[task][0]
+    if cond_modality == "rgb":
+        rgb = load_rgb(path)  # clear errors for a missing or undecodable file
+        with PIL.Image.open(path) as original:
+            bands = len(original.getbands())
+        if bands not in (3, 4):
+            raise ValueError(f"task {task} needs an RGB image, {path} has {bands} band(s)")
+        array = np.asarray(rgb, dtype=np.float32) / 255.0
+    else:
+        array = replicate(read_band(path, dn_range))
+    tensor = torch.from_numpy(array).permute(2, 0, 1)[None].contiguous()
+    factor = sr_factor(task)
+    if factor > 1:
+        tensor = F.interpolate(tensor, scale_factor=factor, mode="bicubic", align_corners=False).clamp(0, 1)
+    return tensor
+
+
+def translate_file(
+    task: str,
+    input_path: str | Path,
+    out_path: str | Path,
+    translator: str | Path,
+    model: str | Path | None = None,
+    prompt: str = "",
+    level: float | None = None,
+    gsd_m: float | None = None,
+    steps: int = 20,
+    guidance: float = 1.0,
+    conditioning_scale: float = 1.0,
+    seed: int = 0,
+    dn_range: DnRange = "auto",
+    bits: int = 8,
+    scheduler: str | None = None,
+    device: str | None = None,
+) -> Path:
+    """Translate one file with a translator folder; single-band targets are written back as one band."""
+    from text2earth.bands import check_task, to_band, write_band
+    from text2earth.generate import pick_device
+    from text2earth.imageio import save_png
+
+    check_task(task)
+    condition = load_condition(input_path, task, dn_range)
+    pipe, info = Text2EarthControlNetPipeline.from_translator(translator, model, scheduler)
+    if info.get("task") != task:
+        raise ValueError(f"translator {str(translator)!r} was trained for {info.get('task')!r}, not {task!r}")
+    factor = pipe.vae_scale_factor
+    if condition.shape[-1] % factor or condition.shape[-2] % factor:
+        raise ValueError(f"the output size {tuple(condition.shape[-2:])} must be a multiple of {factor} pixels")
+    pipe.to(pick_device(device))
+    result = pipe(
+        condition,
+        prompt,
+        level=level,
+        gsd_m=gsd_m,
+        num_inference_steps=steps,
+        guidance_scale=guidance,
+        conditioning_scale=conditioning_scale,
+        generator=torch.Generator().manual_seed(seed),
+        output_type="np",
+        show_progress=True,
+    )
+    image = result.images[0]
+    text = {"task": task, "input": str(input_path), "prompt": prompt, "level": f"{result.levels[0]:g}", "seed": seed}
+    if TASKS[task][1] == "rgb":
+        return save_png(image, out_path, text)
+    return write_band(out_path, to_band(image), bits=bits)
