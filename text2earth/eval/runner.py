@@ -181,7 +181,7 @@ def run_evaluation(cfg: DictConfig) -> dict[str, Any]:
     start = time.perf_counter()
     real = load_real(cfg.eval_data)
     dtype = torch.bfloat16 if device.type == "cuda" else None
-    pipe = Text2EarthPipeline.from_pretrained(cfg.model, scheduler=cfg.generation.scheduler, torch_dtype=dtype)
+    pipe = Text2EarthPipeline.from_pretrained(cfg.model_dir, scheduler=cfg.generation.scheduler, torch_dtype=dtype)
     pipe = pipe.to(device)
     g = cfg.generation
     ctx: dict[str, Any] = {"real": real, "pipe": pipe, "device": device, "out": out}
@@ -206,7 +206,7 @@ def run_evaluation(cfg: DictConfig) -> dict[str, Any]:
     for name in metrics:
         results[name] = EVALUATORS[name](ctx, cfg)
     report = {
-        "model": str(cfg.model),
+        "model": str(cfg.model_dir),
         "n_real": len(real),
         "metrics": results,
         "skipped": skipped,
