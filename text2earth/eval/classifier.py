@@ -115,7 +115,7 @@ def train_classifier(
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
-            total += float(loss) * len(idx)
+            total += float(loss.detach()) * len(idx)
         losses.append(total / len(order))
     model.eval()
     return TrainedClassifier(model, classes, image_size, init, losses)
