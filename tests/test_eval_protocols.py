@@ -182,3 +182,46 @@ def test_evaluate_cli_fails_clearly_without_rsicd(tmp_path, capsys):
     code = main(["evaluate", "eval_data=rsicd", "metrics=[fid]", f"hydra.run.dir={tmp_path}"])
     assert code == 2
     assert "dataset_rsicd.json" in capsys.readouterr().err
+
+
+def test_training_callback_logs_resolution_fidelity(embedded_shards, tmp_path):
+    """The EvalMetrics callback inside a real (one-step) demo training run through Hydra."""
+    from callbacks.eval_metrics import EvalMetrics
+    from text2earth.config import compose_config
+    from text2earth.train import train
+
+    overrides = [
+        "experiment=demo",
+        "debug=fast",
+        "model.components.vae_folder=null",
+        f"data.train_shards={embedded_shards}/train-*.tar",
+        f"data.val_shards={embedded_shards}/val-*.tar",
+        "data.batch_size=4",
+        "data.num_workers=0",
+        "data.shuffle_buffer=16",
+        "logger=csv",
+        f"paths.root_dir={tmp_path}",
+        "callbacks.samples=null",
+        "callbacks.eval_metrics.every_n_steps=1",
+        "callbacks.eval_metrics.metrics=[resolution]",
+        "callbacks.eval_metrics.prompts=[farmland]",
+        "callbacks.eval_metrics.images_per_prompt=1",
+        "callbacks.eval_metrics.num_inference_steps=2",
+        f"callbacks.eval_metrics.estimator_shards={embedded_shards}/train-*.tar",
+        "callbacks.eval_metrics.estimator_every=25",
+        "callbacks.eval_metrics.estimator_epochs=1",
+    ]
+    result = train(compose_config("train", overrides, output_dir=tmp_path / "run"))
+    callback = next(cb for cb in result["trainer"].callbacks if isinstance(cb, EvalMetrics))
+    assert set(callback.last) == {"eval/level_mae", "eval/level_acc_within_0.5"}
+    assert 0.0 <= callback.last["eval/level_acc_within_0.5"] <= 100.0
+    assert len(list((tmp_path / "run" / "eval" / "step_0000001").glob("*.png"))) == 4  # 1 prompt x 4 levels
+    with pytest.raises(ValueError, match="real_shards"):
+        EvalMetrics(["x"], [12.0], metrics=["fid"])
+
+
+def test_resume_refuses_images_made_with_other_settings(tiny_pipe, tmp_path):
+    prompts = prompts_for(["farmland"], ["crop"], [13.7], 1)
+    generate_images(tiny_pipe, prompts, tmp_path, num_inference_steps=2)
+    with pytest.raises(ValueError, match="steps differ"):
+        generate_images(tiny_pipe, prompts, tmp_path, num_inference_steps=3)

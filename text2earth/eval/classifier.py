@@ -98,14 +98,22 @@ def train_classifier(
     unknown = sorted(set(labels) - set(index))
     if unknown:
         raise ValueError(f"labels {unknown} are not among the classes {classes}")
-    torch.manual_seed(seed)
-    model, init = build_resnet(len(classes), pretrained, architecture)
+    with torch.random.fork_rng():  # seeded init without disturbing the caller's random stream (training runs)
+        torch.manual_seed(seed)
+        model, init = build_resnet(len(classes), pretrained, architecture)
     x_all = to_tensor(images, image_size)
     y_all = torch.tensor([index[label] for label in labels])
     optimizer = torch.optim.Adam(model.parameters(), lr=lr)
     generator = torch.Generator().manual_seed(seed)
-    losses = []
     model.train()
+    with torch.enable_grad():  # callers may sit inside no_grad (a training callback's evaluation)
+        losses = _fit(model, optimizer, x_all, y_all, epochs, batch_size, generator, desc)
+    model.eval()
+    return TrainedClassifier(model, classes, image_size, init, losses)
+
+
+def _fit(model, optimizer, x_all, y_all, epochs, batch_size, generator, desc) -> list[float]:
+    losses = []
     for epoch in range(epochs):
         order = torch.randperm(len(y_all), generator=generator)
         total = 0.0
@@ -117,5 +125,4 @@ def train_classifier(
             optimizer.step()
             total += float(loss.detach()) * len(idx)
         losses.append(total / len(order))
-    model.eval()
-    return TrainedClassifier(model, classes, image_size, init, losses)
+    return losses

@@ -16,7 +16,7 @@ import PIL.Image
 import torch
 from tqdm.auto import tqdm
 
-from text2earth.imageio import load_rgb, save_png
+from text2earth.imageio import load_rgb, read_png_text, save_png
 from text2earth.resolution import level_to_gsd
 
 _KEY_RE = re.compile(r"^[A-Za-z0-9_.-]+$")
@@ -84,7 +84,10 @@ def generate_images(
     if bad:
         raise ValueError(f"prompt keys must be plain file names, got {bad[0]!r}")
     out = Path(out_dir)
-    todo = [p for p in prompts if not (out / f"{p.key}.png").is_file()]
+    done = [p for p in prompts if (out / f"{p.key}.png").is_file()]
+    for prompt in done:
+        _check_same_settings(out / f"{prompt.key}.png", prompt, num_inference_steps, guidance_scale)
+    todo = [p for p in prompts if p not in done]
     with tqdm(total=len(prompts), initial=len(prompts) - len(todo), desc=desc, unit="img") as bar:
         for start in range(0, len(todo), batch_size):
             batch = todo[start : start + batch_size]
@@ -97,16 +100,30 @@ def generate_images(
                 show_progress=False,
             )
             for prompt, image in zip(batch, result.images, strict=True):
-                gsd = level_to_gsd(prompt.level)
-                text = {
-                    "prompt": prompt.caption,
-                    "level": f"{prompt.level:g}",
-                    "gsd_m": "unknown" if gsd is None else f"{gsd:g}",
-                    "label": prompt.label,
-                    "seed": prompt.seed,
-                    "steps": num_inference_steps,
-                    "guidance": f"{guidance_scale:g}",
-                }
-                save_png(image, out / f"{prompt.key}.png", text)
+                save_png(image, out / f"{prompt.key}.png", _png_text(prompt, num_inference_steps, guidance_scale))
             bar.update(len(batch))
     return [GeneratedImage(out / f"{p.key}.png", p.caption, p.level, p.label) for p in prompts]
+
+
+def _png_text(prompt: EvalPrompt, steps: int, guidance: float) -> dict[str, str]:
+    gsd = level_to_gsd(prompt.level)
+    return {
+        "prompt": prompt.caption,
+        "level": f"{prompt.level:g}",
+        "gsd_m": "unknown" if gsd is None else f"{gsd:g}",
+        "label": prompt.label,
+        "seed": str(prompt.seed),
+        "steps": str(steps),
+        "guidance": f"{guidance:g}",
+    }
+
+
+def _check_same_settings(path: Path, prompt: EvalPrompt, steps: int, guidance: float) -> None:
+    """A resumed run may only keep images made from the same prompt, level, seed and sampler settings."""
+    found, wanted = read_png_text(path), _png_text(prompt, steps, guidance)
+    differs = [k for k, v in wanted.items() if found.get(k) != v]
+    if differs:
+        raise ValueError(
+            f"{path} was generated with other settings ({', '.join(differs)} differ): "
+            "use a new output folder or delete it"
+        )

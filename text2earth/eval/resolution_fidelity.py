@@ -72,6 +72,27 @@ def train_level_estimator(
     )
 
 
+def estimator_for_autoencoder(
+    vae: Any,
+    train_shards: str,
+    train_every: int = 1,
+    image_size: int = 64,
+    epochs: int = 6,
+    lr: float = 1e-3,
+    batch_size: int = 64,
+    seed: int = 0,
+) -> tuple[TrainedClassifier, int]:
+    """A level estimator trained on the real tiles of ``train_shards`` passed through ``vae``; ``(it, n_tiles)``."""
+    from text2earth.eval.datasets import read_shard_tiles
+
+    tiles = read_shard_tiles(train_shards, every=train_every)
+    reconstructions = reconstruct(vae, [t.image for t in tiles])
+    estimator = train_level_estimator(
+        reconstructions, [t.level for t in tiles], image_size, epochs, lr, batch_size, seed
+    )
+    return estimator, len(tiles)
+
+
 def estimate_levels(estimator: TrainedClassifier, images: Sequence[PIL.Image.Image]) -> list[float]:
     return [float(name) for name in estimator.predict(images)]
 

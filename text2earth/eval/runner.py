@@ -104,21 +104,18 @@ def evaluate_zsoa(ctx: dict[str, Any], cfg: DictConfig) -> dict[str, Any]:
 def evaluate_resolution(ctx: dict[str, Any], cfg: DictConfig) -> dict[str, Any]:
     from text2earth.eval.resolution_fidelity import (
         estimate_levels,
+        estimator_for_autoencoder,
         level_errors,
         reconstruct,
-        train_level_estimator,
     )
 
-    r = cfg.resolution
-    train = read_shard_tiles(r.train_shards, every=r.train_every)
-    held_out = read_shard_tiles(r.test_shards, every=r.test_every)
+    r, e = cfg.resolution, cfg.resolution.estimator
     vae = ctx["pipe"].vae
-    train_rec = reconstruct(vae, [t.image for t in train])
-    test_rec = reconstruct(vae, [t.image for t in held_out])
-    e = r.estimator
-    estimator = train_level_estimator(
-        train_rec, [t.level for t in train], e.image_size, e.epochs, e.lr, e.batch_size, cfg.seed
+    estimator, n_train = estimator_for_autoencoder(
+        vae, r.train_shards, r.train_every, e.image_size, e.epochs, e.lr, e.batch_size, cfg.seed
     )
+    held_out = read_shard_tiles(r.test_shards, every=r.test_every)
+    test_rec = reconstruct(vae, [t.image for t in held_out])
     generated: list[GeneratedImage] = ctx["resolution"]
     gen_images = [g.load() for g in generated]
     gen_estimates = estimate_levels(estimator, gen_images)
@@ -128,7 +125,7 @@ def evaluate_resolution(ctx: dict[str, Any], cfg: DictConfig) -> dict[str, Any]:
         "generated": level_errors([g.level for g in generated], gen_estimates),
         "estimator": {
             "classes": estimator.classes,
-            "trained_on": f"{len(train)} real tiles of {r.train_shards} through the model's autoencoder",
+            "trained_on": f"{n_train} real tiles of {r.train_shards} through the model's autoencoder",
             "tested_on": f"{len(held_out)} held-out tiles of {r.test_shards} through the same autoencoder",
             "init": estimator.init,
             "train_loss_per_epoch": estimator.train_losses,
