@@ -12,7 +12,6 @@ from omegaconf import DictConfig
 
 from text2earth.config import CONF_DIR
 
-
 # Hydra turns any exception into a traceback and exit code 1; user errors are carried out of it instead,
 # so that the CLI reports them as one line with exit code 2.
 _user_errors: list[Exception] = []
