@@ -29,7 +29,7 @@ def _hydra_main(cfg: DictConfig) -> None:
         _user_errors.append(exc)
         return
     print(table(report))
-    print(f"report: {cfg.out_dir}/report.json ({report['wall_s']:.0f} s)")
+    print(f"report: {cfg.out_dir}/{cfg.report_name} ({report['wall_s']:.0f} s)")
 
 
 def main(overrides: list[str] | None = None) -> None:

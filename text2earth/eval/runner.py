@@ -211,10 +211,10 @@ def run_evaluation(cfg: DictConfig) -> dict[str, Any]:
         "device": str(device),
         "settings": to_plain(cfg),
     }
-    reporting.write_json(report, out / "report.json")
+    reporting.write_json(report, out / cfg.report_name)
     if cfg.wandb.enabled:
         report["wandb_dir"] = reporting.log_wandb(
             report, out, samples, project=cfg.wandb.project, name=cfg.task_name, mode=cfg.wandb.mode
         )
-        reporting.write_json(report, out / "report.json")
+        reporting.write_json(report, out / cfg.report_name)
     return report
