@@ -9,7 +9,6 @@ network, so a changed image set or network never reuses stale features.
 from __future__ import annotations
 
 import hashlib
-import warnings
 from collections.abc import Sequence
 from pathlib import Path
 

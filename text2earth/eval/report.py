@@ -16,6 +16,7 @@ ROWS = (
     ("fid", "kid_mean", "KID x 1000 (mean)", "{:.2f}"),
     ("clip", "clip_score", "CLIP score", "{:.2f}"),
     ("zsoa", "zero_shot_oa", "zero-shot OA %", "{:.2f}"),
+    ("zsoa", "majority_class_oa", "  (always the commonest class: OA %)", "{:.2f}"),
     ("resolution", "real_reconstructions.acc_within_0.5", "level acc. within 0.5, real reconstructions %", "{:.1f}"),
     ("resolution", "generated.acc_within_0.5", "level acc. within 0.5, generated %", "{:.1f}"),
     ("resolution", "real_reconstructions.mae_level", "mean abs. level error, real reconstructions", "{:.2f}"),
@@ -25,7 +26,7 @@ ROWS = (
 
 def _lookup(section: dict[str, Any], dotted: str) -> Any:
     value: Any = section
-    for part in dotted.split("."):
+    for part in dotted.split(".", 1):
         if not isinstance(value, dict) or part not in value:
             return None
         value = value[part]

@@ -13,6 +13,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+import PIL.Image
 import torch
 from omegaconf import DictConfig
 
@@ -21,7 +22,7 @@ from text2earth.eval import report as reporting
 from text2earth.eval.datasets import RealImage, read_rsicd, read_shard_tiles
 from text2earth.eval.generation import GeneratedImage, generate_images, prompts_for
 from text2earth.imageio import labelled_grid, save_png
-from text2earth.resolution import describe
+from text2earth.resolution import describe, gsd_to_level
 
 METRICS = ("fid", "clip", "zsoa", "resolution")
 
@@ -52,9 +53,9 @@ def main_set_prompts(real: list[RealImage], cfg: DictConfig):
 
 
 def resolution_prompts(real: list[RealImage], cfg: DictConfig):
-    levels = [float(v) for v in cfg.resolution.levels for _ in range(cfg.resolution.images_per_level)]
+    levels = [gsd_to_level(g) for g in cfg.resolution.gsd_m for _ in range(cfg.resolution.images_per_level)]
     if not levels:
-        raise ValueError("resolution.levels is empty")
+        raise ValueError("resolution.gsd_m is empty")
     captions = [real[i % len(real)].captions[0] for i in range(len(levels))]
     return prompts_for(captions, [f"{v:.3f}" for v in levels], levels, 1, cfg.seed, prefix="res_")
 
@@ -136,24 +137,21 @@ def evaluate_resolution(ctx: dict[str, Any], cfg: DictConfig) -> dict[str, Any]:
 
 
 def resolution_figure(
-    generated, gen_images, gen_estimates, held_out, test_rec, out_dir: Path, per_row: int = 4
+    generated, gen_images, gen_estimates, held_out, test_rec, out_dir: Path, per_side: int = 4
 ) -> Path:
-    """Rows = requested levels: real reconstructions of that level, then generated images, each with its estimate."""
+    """Rows = requested levels: real reconstructions of that level (blank where none), then generated images."""
+    blank = PIL.Image.new("RGB", gen_images[0].size, (255, 255, 255))
     rows, labels = [], []
     for level in sorted({g.level for g in generated}):
         gen = [(im, est) for g, im, est in zip(generated, gen_images, gen_estimates, strict=True) if g.level == level]
-        rec = [(im, None) for t, im in zip(held_out, test_rec, strict=True) if abs(t.level - level) < 1e-3]
-        hits = sum(abs(est - level) <= 0.5 for _, est in gen[: per_row * 4])
-        rows.append([im for im, _ in rec[:per_row]] + [im for im, _ in gen[:per_row]])
-        labels.append(
-            f"{describe(level)}: real rec. x{min(len(rec), per_row)} | generated ({hits}/{len(gen)} judged within 0.5)"
-        )
-    width = max(len(r) for r in rows)
-    rows = [r + [r[-1].copy().point(lambda _: 255)] * (width - len(r)) for r in rows]  # pad short rows white
-    grid = labelled_grid(rows, row_labels=labels, cell_size=96)
-    return save_png(
-        grid, out_dir / "resolution_fidelity.png", {"what": "rows: requested level; left: real reconstructions"}
-    )
+        rec = [im for t, im in zip(held_out, test_rec, strict=True) if abs(t.level - level) < 1e-3][:per_side]
+        hits = sum(abs(est - level) <= 0.5 for _, est in gen)
+        shown = [im for im, _ in gen[:per_side]]
+        rows.append(rec + [blank] * (per_side - len(rec)) + shown + [blank] * (per_side - len(shown)))
+        labels.append(f"{describe(level)}: {hits}/{len(gen)} generated judged within 0.5 level")
+    columns = ["real reconstruction"] * per_side + ["generated"] * per_side
+    grid = labelled_grid(rows, row_labels=labels, col_labels=columns, cell_size=96)
+    return save_png(grid, out_dir / "resolution_fidelity.png", {"what": "rows: requested level"})
 
 
 EVALUATORS = {"fid": evaluate_fid, "clip": evaluate_clip, "zsoa": evaluate_zsoa, "resolution": evaluate_resolution}

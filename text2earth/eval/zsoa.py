@@ -52,8 +52,11 @@ def zero_shot_oa(
     per_class: dict[str, list[bool]] = {}
     for ok, label in zip(correct, real_labels, strict=True):
         per_class.setdefault(label, []).append(ok)
+    majority = Counter(generated_labels).most_common(1)[0][0]
     return {
         "zero_shot_oa": 100.0 * sum(correct) / len(correct),
+        # What always answering the commonest generated class scores: the floor a useful OA must beat.
+        "majority_class_oa": 100.0 * sum(t == majority for t in real_labels) / len(real_labels),
         "per_class_accuracy": {c: 100.0 * sum(v) / len(v) for c, v in sorted(per_class.items())},
         "n_generated": len(generated),
         "n_real": len(real),
