@@ -20,7 +20,7 @@ from omegaconf import DictConfig
 from text2earth.config import to_plain
 from text2earth.eval import report as reporting
 from text2earth.eval.datasets import RealImage, read_rsicd, read_shard_tiles
-from text2earth.eval.generation import GeneratedImage, generate_images, prompts_for
+from text2earth.eval.generation import EvalPrompt, GeneratedImage, generate_images, prompts_for
 from text2earth.imageio import labelled_grid, save_png
 from text2earth.resolution import describe, gsd_to_level
 
@@ -42,7 +42,7 @@ def _level_of(item: RealImage, data: DictConfig) -> float:
     return float(fixed) if fixed is not None else item.level
 
 
-def main_set_prompts(real: list[RealImage], cfg: DictConfig):
+def main_set_prompts(real: list[RealImage], cfg: DictConfig) -> list[EvalPrompt]:
     captions, labels, levels = [], [], []
     for item in real:
         for caption in item.captions[: cfg.generation.captions_per_image]:
@@ -52,7 +52,7 @@ def main_set_prompts(real: list[RealImage], cfg: DictConfig):
     return prompts_for(captions, labels, levels, cfg.generation.images_per_caption, cfg.seed, prefix="main_")
 
 
-def resolution_prompts(real: list[RealImage], cfg: DictConfig):
+def resolution_prompts(real: list[RealImage], cfg: DictConfig) -> list[EvalPrompt]:
     levels = [gsd_to_level(g) for g in cfg.resolution.gsd_m for _ in range(cfg.resolution.images_per_level)]
     if not levels:
         raise ValueError("resolution.gsd_m is empty")
