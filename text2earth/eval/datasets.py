@@ -1,0 +1,99 @@
+"""Real evaluation sets: RSICD (``dataset_rsicd.json`` + its image folder) and the embedded held-out tiles.
+
+Both give :class:`RealImage` items: the image, its captions, its scene class and its level (0 = unknown).
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import PIL.Image
+import webdataset as wds
+
+from data_modules.shards import expand_shards
+from text2earth.imageio import decode_rgb, load_rgb
+from text2earth.resolution import UNKNOWN_LEVEL, gsd_to_level
+
+# RSICD's scene class is the file-name prefix ("denseresidential_12.jpg" -> "denseresidential").
+_CLASS_RE = re.compile(r"^([A-Za-z]+)_")
+
+
+@dataclass
+class RealImage:
+    key: str
+    image: PIL.Image.Image
+    captions: list[str]
+    label: str = ""
+    level: float = UNKNOWN_LEVEL
+    meta: dict = field(default_factory=dict)
+
+
+def rsicd_class(filename: str) -> str:
+    """The scene class of an RSICD file name, or ``""`` when the name has no ``class_`` prefix."""
+    match = _CLASS_RE.match(Path(filename).name)
+    return match.group(1).lower() if match else ""
+
+
+def read_rsicd(
+    json_path: str | Path, images_dir: str | Path | None = None, split: str = "test", limit: int | None = None
+) -> list[RealImage]:
+    """The ``split`` images of RSICD with their captions; images from ``images_dir`` (default: beside the json,
+    in ``RSICD_images/``)."""
+    json_path = Path(json_path)
+    if not json_path.is_file():
+        raise FileNotFoundError(
+            f"RSICD caption file {str(json_path)!r} does not exist (give the path of dataset_rsicd.json)"
+        )
+    try:
+        entries = json.loads(json_path.read_text())["images"]
+    except (json.JSONDecodeError, KeyError, TypeError) as exc:
+        raise ValueError(f"{json_path} is not a Karpathy-style caption file with an 'images' list: {exc}") from exc
+    images_dir = Path(images_dir) if images_dir is not None else json_path.parent / "RSICD_images"
+    if not images_dir.is_dir():
+        raise FileNotFoundError(f"RSICD image folder {str(images_dir)!r} does not exist")
+    chosen = [e for e in entries if e.get("split") == split]
+    if not chosen:
+        raise ValueError(f"{json_path} has no images in split {split!r}")
+    items = []
+    for entry in chosen[:limit]:
+        filename = entry["filename"]
+        captions = [s["raw"].strip() for s in entry.get("sentences", []) if s.get("raw", "").strip()]
+        if not captions:
+            raise ValueError(f"RSICD image {filename!r} has no captions")
+        image = load_rgb(images_dir / filename)
+        items.append(RealImage(Path(filename).stem, image, captions, rsicd_class(filename)))
+    return items
+
+
+def iter_shard_tiles(shards: str) -> Iterator[RealImage]:
+    """Tiles of webdataset shards in the embedded layout (``png``/``jpg`` + ``txt`` + ``json`` with ``gsd_m``)."""
+    urls = expand_shards(shards)
+    if not urls:
+        raise FileNotFoundError(f"no shards match {shards!r} (build them with `text2earth data build-embedded`)")
+    for sample in wds.WebDataset(urls, shardshuffle=False, empty_check=False):
+        meta = json.loads(sample["json"])
+        data = sample.get("png") or sample.get("jpg")
+        image = decode_rgb(data, sample["__key__"])
+        gsd = meta.get("gsd_m")
+        level = gsd_to_level(gsd) if gsd else float(meta.get("level", UNKNOWN_LEVEL))
+        caption = sample["txt"].decode().strip()
+        yield RealImage(sample["__key__"], image, [caption], meta.get("scene_class", ""), level, meta)
+
+
+def read_shard_tiles(shards: str, limit: int | None = None, every: int = 1) -> list[RealImage]:
+    """Every ``every``-th tile of the shards, at most ``limit`` of them (deterministic order)."""
+    if every < 1:
+        raise ValueError(f"every must be >= 1, got {every}")
+    items = []
+    for i, item in enumerate(iter_shard_tiles(shards)):
+        if i % every == 0:
+            items.append(item)
+        if limit is not None and len(items) >= limit:
+            break
+    if not items:
+        raise ValueError(f"no tiles in {shards!r}")
+    return items
