@@ -8,7 +8,7 @@ import numpy as np
 import PIL.Image
 import webdataset as wds
 
-from data_modules.stats import BACKGROUND, dataset_stats
+from data_modules.stats import BACKGROUND, LAND, dataset_stats
 from text2earth.cli import main
 
 
@@ -48,7 +48,9 @@ def test_stats_numbers_and_pictures(tmp_path):
         return tuple(int(v) for v in world[30 + round((90 - lat_c) * 4), 56 + round((lon_c + 180) * 4)])
 
     assert pixel(51.5, -0.1) != BACKGROUND and pixel(-33.9, 151.2) != BACKGROUND
-    assert pixel(0.0, 60.0) == BACKGROUND
+    assert pixel(51.5, -0.1) != LAND and pixel(-33.9, 151.2) != LAND  # counts drawn over the land
+    assert pixel(0.0, 60.0) == BACKGROUND and pixel(0.0, -150.0) == BACKGROUND  # open ocean, no samples
+    assert pixel(23.0, 10.0) == LAND and pixel(-25.0, 135.0) == LAND  # Sahara, central Australia
     assert PIL.Image.open(out / "histograms.png").size == (1040, 600)
 
 
