@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import PIL.Image
 import pytest
@@ -10,11 +12,14 @@ import torch.nn.functional as F
 from diffusers import EulerDiscreteScheduler
 
 from text2earth import Text2EarthInpaintPipeline
+from text2earth.config import compose_config
 from text2earth.models.components import ModelFolderError, build_components, build_from_preset
 from text2earth.models.inpainting import inpainting_unet_from
 from text2earth.models.masks import MaskGenerator
+from text2earth.models.module import LatentDiffusionModule
 from text2earth.models.presets import SCHEDULER
 from text2earth.pipelines.text2img import Text2EarthPipeline
+from text2earth.train import train
 
 SIZE = 32  # pixels; tiny VAE is 4x down
 STEPS = 3
@@ -226,3 +231,54 @@ def test_folders_load_with_the_matching_pipeline(pipe, tiny_components, tmp_path
     wrong = Text2EarthPipeline(pipe.vae, pipe.text_encoder, pipe.tokenizer, pipe.unet, pipe.scheduler)
     with pytest.raises(ValueError, match="use Text2EarthInpaintPipeline"):
         wrong(CAPTION, num_inference_steps=1, show_progress=False)
+
+
+# -- training: the same LatentDiffusionModule ------------------------------------------------------
+DEMO_MODEL = Path(__file__).resolve().parent.parent / "models" / "demo"
+
+
+def module_config(inpainting):
+    components = {"folder": str(DEMO_MODEL), "inpainting": inpainting is not None}
+    optimizer = {"_target_": "torch.optim.AdamW", "lr": 1e-4}
+    return {"components": components, "optimizer": optimizer, "inpainting": inpainting}
+
+
+def test_zero_init_inpainting_module_has_the_text_to_image_loss(real_batch):
+    """Built from the demo model, the 9-channel module starts with exactly the demo model's loss."""
+    text2img = LatentDiffusionModule(**module_config(None)).eval()
+    inpaint = LatentDiffusionModule(**module_config({"p_full": 0.0})).eval()
+    assert inpaint.unet.config.in_channels == 9 and inpaint.mask_generator is not None
+    batch = {k: v[:4] for k, v in real_batch.items()}
+    losses = []
+    for module in (text2img, inpaint):
+        torch.manual_seed(0)  # the VAE samples image latents from the global generator
+        with torch.no_grad():
+            losses.append(module.diffusion_loss(batch, drop=False, generator=torch.Generator().manual_seed(0)))
+    a, b = losses
+    torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-7)
+    # ... and the zero-initialised channels get gradient, so training moves them
+    inpaint.train().diffusion_loss(batch).backward()
+    assert inpaint.unet.conv_in.weight.grad[:, 4:].abs().sum() > 0
+    with pytest.raises(ValueError, match="inpainting=true"):
+        LatentDiffusionModule(**{**module_config(None), "inpainting": {"p_full": 0.1}})
+    with pytest.raises(ValueError, match="pixel batches"):
+        inpaint.diffusion_loss({"latents": torch.zeros(1, 4, 16, 16), "caption": ["x"], "level": [13.0]})
+
+
+def test_inpaint_experiment_trains_through_hydra_and_exports(embedded_shards, tmp_path):
+    overrides = [
+        "experiment=inpaint_demo",
+        "debug=fast",
+        f"model.components.folder={DEMO_MODEL}",
+        f"data.train_shards={embedded_shards}/train-*.tar",
+        f"data.val_shards={embedded_shards}/val-*.tar",
+        "data.batch_size=4",
+        "data.num_workers=0",
+        "data.shuffle_buffer=16",
+        f"paths.root_dir={tmp_path}",
+    ]
+    cfg = compose_config("train", overrides, output_dir=tmp_path / "run")
+    result = train(cfg)
+    assert result["global_step"] == 1 and np.isfinite(result["metrics"]["train/loss"])
+    pipe = Text2EarthInpaintPipeline.from_pretrained(tmp_path / "run" / "model")
+    assert pipe.unet.config.in_channels == 9 and pipe.config.level_scale == 100.0
