@@ -11,7 +11,7 @@ export WANDB_SILENT := true
 DEMO_RUN := outputs/demo/run
 DEMO_MODEL := models/demo
 
-.PHONY: install test lint format demo demo-train data bench info clean help enhance-train enhance-demo
+.PHONY: install test lint format demo demo-train data bench info clean help enhance-train enhance-demo demo-edit
 
 help:
 	@echo "make demo        set up .venv, train the tiny model briefly, sample the shipped demo model"
@@ -20,6 +20,7 @@ help:
 	@echo "make data        cut the embedded Landsat-8 / Sentinel-2 scenes into shards (data/embedded)"
 	@echo "make bench       training throughput of our module vs a plain diffusers-style loop"
 	@echo "make enhance-demo  the shipped RRDBNet enhancer on held-out tiles (table + before/after strip)"
+	@echo "make demo-edit   train the tiny inpainting model from $(DEMO_MODEL) on CPU, write an edited tile and a 4x-wide canvas"
 	@echo "make lint        ruff"
 
 $(VENV)/.installed: pyproject.toml constraints.txt
@@ -104,3 +105,14 @@ bench: install
 
 clean:
 	rm -rf outputs logs .pytest_cache
+
+# Editing and unbounded scenes: turn the shipped demo model into a 9-channel inpainting model, train it
+# on random masks over the embedded tiles (CPU), then write outputs/demo/edit_before_mask_after.png and
+# outputs/demo/canvas_4x.png (+ each canvas as PNG/JSON with its seam figures).
+DEMO_EDIT_STEPS ?= 300
+DEMO_EDIT_RUN := outputs/demo_edit
+demo-edit: install
+	rm -rf $(DEMO_EDIT_RUN)
+	nice -n 10 $(T2E) train experiment=inpaint_demo trainer.max_steps=$(DEMO_EDIT_STEPS) \
+		hydra.run.dir=$(DEMO_EDIT_RUN)/run export_dir=$(DEMO_EDIT_RUN)/model
+	nice -n 10 $(PY) -m text2earth.demo_edit --inpaint-model $(DEMO_EDIT_RUN)/model --model $(DEMO_MODEL) --out outputs/demo

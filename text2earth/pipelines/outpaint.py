@@ -2,8 +2,9 @@
 
 Two ways, both on the one sampling loop:
 - ``tiles``: grow the canvas tile by tile with the inpainting model. Each tile's mask is the part of
-  the canvas that is still empty; what is already there is kept exactly (``paste_back``) and the new
-  pixels blend into it over ``feather`` pixels. An ``init`` image seeds the top-left corner.
+  the canvas that is still empty; the new pixels fill it and blend into what is already there over
+  ``feather`` pixels of the known side (known pixels farther from the new area stay exact). An
+  ``init`` image seeds the top-left corner.
 - ``joint`` (MultiDiffusion, Bar-Tal et al. 2023): the text-to-image model denoises the whole canvas
   at once; each step its prediction is computed on every overlapping tile window and averaged where
   windows overlap. That is just another ``predict`` callable for :func:`~text2earth.pipelines.sampling.denoise`.
@@ -20,7 +21,7 @@ from tqdm.auto import tqdm
 
 from text2earth.imageio import to_uint8
 from text2earth.pipelines.canvas import SeamReport, check_canvas, seam_visibility, tile_grid
-from text2earth.pipelines.inpaint import Text2EarthInpaintPipeline
+from text2earth.pipelines.inpaint import Text2EarthInpaintPipeline, feather_weights
 from text2earth.pipelines.sampling import BranchConditions, Predictor, unet_predictor
 from text2earth.pipelines.text2img import Text2EarthPipeline
 from text2earth.resolution import parse_prompt, resolve_level
@@ -111,12 +112,15 @@ def outpaint_tiles(
             num_inference_steps=num_inference_steps,
             guidance_scale=guidance_scale,
             generator=torch.Generator().manual_seed(seed + i),
-            output_type="np",
-            paste_back=True,
-            feather=feather,
+            output_type="pt",
             show_progress=False,
         )
-        canvas[window] = to_uint8(out.images[0])
+        # The new pixels blend into the known ones over `feather` pixels on the known side (the
+        # canvas under the mask is empty, so the edit pipeline's inward paste-back would blend to black).
+        keep = torch.from_numpy(known[window].astype(np.float32))[None, None]
+        keep_weight = feather_weights(keep, feather)[0].permute(1, 2, 0).numpy()
+        generated = to_uint8(out.images[0]).astype(np.float32)
+        canvas[window] = np.rint(keep_weight * canvas[window] + (1.0 - keep_weight) * generated).astype(np.uint8)
         known[window] = True
     return Canvas(image=canvas, caption=caption, tiles=tiles, tile=tile, level=level, mode="tiles")
 
