@@ -19,6 +19,11 @@ from text2earth.pipelines.outpaint import MODES, Canvas
 from text2earth.resolution import level_to_gsd
 
 
+def _dtype(device: torch.device) -> torch.dtype | None:
+    """bf16 on GPU, as `text2earth generate` samples; fp32 on CPU."""
+    return torch.bfloat16 if device.type == "cuda" else None
+
+
 def _png_text(caption: str, level: float, **extra: object) -> dict[str, str]:
     gsd = level_to_gsd(level)
     return {
@@ -55,7 +60,8 @@ def edit_to_file(
     source, mask_image = load_rgb(image), load_image(mask)
     # Bad image / mask input fails before the model loads.
     check_image_and_mask(image_to_tensor(source), mask_to_tensor(mask_image), 1)
-    pipe = Text2EarthInpaintPipeline.from_pretrained(model).to(pick_device(device))
+    target = pick_device(device)
+    pipe = Text2EarthInpaintPipeline.from_pretrained(model, torch_dtype=_dtype(target)).to(target)
     result = pipe(
         prompt,
         source,
@@ -135,9 +141,9 @@ def make_canvas(
     }
     if mode == "tiles":
         seed_image = load_rgb(init) if init else None
-        pipe = Text2EarthInpaintPipeline.from_pretrained(model).to(target)
+        pipe = Text2EarthInpaintPipeline.from_pretrained(model, torch_dtype=_dtype(target)).to(target)
         return outpaint_tiles(pipe, prompt, init=seed_image, feather=feather, **common)
-    pipe = Text2EarthPipeline.from_pretrained(model).to(target)
+    pipe = Text2EarthPipeline.from_pretrained(model, torch_dtype=_dtype(target)).to(target)
     return outpaint_joint(pipe, prompt, **common)
 
 

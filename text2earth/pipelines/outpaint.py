@@ -20,6 +20,7 @@ import torch
 from tqdm.auto import tqdm
 
 from text2earth.imageio import to_uint8
+from text2earth.models.inpainting import is_inpainting_unet
 from text2earth.pipelines.canvas import SeamReport, check_canvas, seam_visibility, tile_grid
 from text2earth.pipelines.inpaint import Text2EarthInpaintPipeline, feather_weights
 from text2earth.pipelines.sampling import BranchConditions, Predictor, unet_predictor
@@ -141,7 +142,7 @@ def outpaint_joint(
     show_progress: bool = True,
 ) -> Canvas:
     """Denoise the whole canvas jointly with the text-to-image model, averaging overlapping tile predictions."""
-    if type(pipe) is not Text2EarthPipeline:
+    if is_inpainting_unet(pipe.unet):
         raise ValueError("joint (MultiDiffusion) outpainting uses the text-to-image model: load a Text2Earth folder")
     caption, level = _caption_and_level(prompt, level, gsd_m)
     factor = pipe.vae_scale_factor
