@@ -192,3 +192,20 @@ def test_outpaint_cli_both_modes(folders, tmp_path, capsys):
     odd = ["outpaint", CAPTION, "--model", str(folders / "inpaint"), "--gsd", "10", "--width", "90", "--height", "32"]
     assert cli_main([*odd, "--tile", "32", "--overlap", "8", "--out", str(tmp_path / "x.png")]) == 2
     assert "multiple of 4" in capsys.readouterr().err
+
+
+def test_geotiff_only_when_rasterio_is_installed(folders, tmp_path):
+    from text2earth.edit import make_canvas, save_canvas
+
+    canvas = make_canvas(
+        CAPTION, str(folders / "t2i"), 64, 32, 32, 8, mode="joint", gsd_m=2.0, steps=1, show_progress=False
+    )
+    report = save_canvas(canvas, tmp_path / "c.png", model="t2i", seed=0)
+    try:
+        import rasterio
+    except ImportError:
+        assert report["geotiff"] is None and not (tmp_path / "c.tif").exists()
+        return
+    with rasterio.open(report["geotiff"]) as tif:
+        assert (tif.width, tif.height, tif.count) == (64, 32, 3)
+        assert tif.transform.a == pytest.approx(2.0) and tif.transform.e == pytest.approx(-2.0)
