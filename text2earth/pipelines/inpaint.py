@@ -4,7 +4,7 @@ Computes what the published inpaint pipeline computes (diffusers' ``StableDiffus
 with a 9-channel UNet, strength 1): noise drawn first, then the masked image (``image * (mask < 0.5)``)
 encoded by the VAE with the same generator; per step the UNet sees ``[latents, soft mask at latent
 size, masked-image latent]``. It runs the one loop of :mod:`text2earth.pipelines.sampling` through
-:meth:`Text2EarthPipeline._denoise` with a ``predict`` that concatenates those channels.
+:meth:`Text2EarthPipeline.denoise_latents` with a ``predict`` that concatenates those channels.
 
 Beyond it: ``paste_back`` puts the unmasked pixels back with a feathered edge, so what the mask
 leaves alone stays exactly as it was (the VAE round trip otherwise changes it slightly).
@@ -154,7 +154,7 @@ class Text2EarthInpaintPipeline(Text2EarthPipeline):
         mask_latent, masked_latents = mask_and_masked_latents(
             self.vae, pixels.expand(n_images, -1, -1, -1), mask.expand(n_images, -1, -1, -1), generator
         )
-        latents = self._denoise(
+        latents = self.denoise_latents(
             captions,
             levels,
             negative_prompt,
@@ -177,6 +177,6 @@ class Text2EarthInpaintPipeline(Text2EarthPipeline):
             return weights * decoded + (1.0 - weights) * pixels.to(decoded.dtype)
 
         finish = paste if paste_back else None
-        return self._output(
+        return self.latents_to_output(
             latents, captions, levels, num_images_per_prompt, generator, output_type, return_dict, finish
         )

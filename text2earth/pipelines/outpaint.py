@@ -151,7 +151,7 @@ def outpaint_joint(
     windows = [(x // factor, y // factor) for x, y in tiles]
     predict = multidiffusion_predictor(unet_predictor(pipe.unet), windows, tile // factor)
     generator = torch.Generator().manual_seed(seed)
-    latents = pipe._denoise(
+    latents = pipe.denoise_latents(
         [caption],
         [level],
         None,
@@ -167,5 +167,5 @@ def outpaint_joint(
         show_progress,
         predict,
     )
-    images = pipe._output(latents, [caption], [level], 1, generator, "np", True).images
+    images = pipe.latents_to_output(latents, [caption], [level], 1, generator, "np", True).images
     return Canvas(image=to_uint8(images[0]), caption=caption, tiles=tiles, tile=tile, level=level, mode="joint")

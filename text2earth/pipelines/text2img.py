@@ -196,7 +196,7 @@ class Text2EarthPipeline(DiffusionPipeline):
             raise ValueError("this UNet has 9 input channels (inpainting): use Text2EarthInpaintPipeline")
         size = self.unet.config.sample_size * self.vae_scale_factor
         height, width = height or size, width or size
-        latents = self._denoise(
+        latents = self.denoise_latents(
             captions,
             levels,
             negative_prompt,
@@ -212,9 +212,11 @@ class Text2EarthPipeline(DiffusionPipeline):
             show_progress,
             unet_predictor(self.unet),
         )
-        return self._output(latents, captions, levels, num_images_per_prompt, generator, output_type, return_dict)
+        return self.latents_to_output(
+            latents, captions, levels, num_images_per_prompt, generator, output_type, return_dict
+        )
 
-    def _denoise(
+    def denoise_latents(
         self,
         captions: list[str],
         levels: list[float],
@@ -274,7 +276,7 @@ class Text2EarthPipeline(DiffusionPipeline):
             callback=callback,
         )
 
-    def _output(
+    def latents_to_output(
         self,
         latents: torch.Tensor,
         captions: list[str],
