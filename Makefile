@@ -109,7 +109,7 @@ clean:
 # Editing and unbounded scenes: turn the shipped demo model into a 9-channel inpainting model, train it
 # on random masks over the embedded tiles (CPU), then write outputs/demo/edit_before_mask_after.png and
 # outputs/demo/canvas_4x.png (+ each canvas as PNG/JSON with its seam figures).
-DEMO_EDIT_STEPS ?= 300
+DEMO_EDIT_STEPS ?= 100
 DEMO_EDIT_RUN := outputs/demo_edit
 demo-edit: install
 	rm -rf $(DEMO_EDIT_RUN)
