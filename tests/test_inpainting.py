@@ -134,34 +134,40 @@ def published_inpaint(components, image, mask, caption, level, latents, generato
     pixels = torch.from_numpy(np.asarray(image, dtype=np.float32) / 127.5 - 1.0).permute(2, 0, 1)[None]
     soft = torch.from_numpy(np.asarray(mask, dtype=np.float32) / 255.0)[None, None]
     masked_image = pixels * (soft < 0.5)
-    masked_latents = vae.encode(masked_image).latent_dist.sample(generator=generator) * vae.config.scaling_factor
+    # one masked image, encoded once (a list of generators: its first), repeated for every image
+    first = generator[0] if isinstance(generator, list) else generator
+    masked_latents = vae.encode(masked_image).latent_dist.sample(generator=first) * vae.config.scaling_factor
     mask_latent = F.interpolate(soft, size=masked_latents.shape[-2:])
-    text = torch.cat([embed(""), embed(caption)])
-    labels = torch.tensor([0.0, level * components.level_scale])
+    n = latents.shape[0]
+    text = torch.cat([embed("")] * n + [embed(caption)] * n)
+    labels = torch.tensor([0.0] * n + [level * components.level_scale] * n)
     x = latents * scheduler.init_noise_sigma
     for t in scheduler.timesteps:
         model_in = scheduler.scale_model_input(torch.cat([x, x]), t)
-        model_in = torch.cat([model_in, torch.cat([mask_latent] * 2), torch.cat([masked_latents] * 2)], dim=1)
+        model_in = torch.cat([model_in, mask_latent.repeat(2 * n, 1, 1, 1), masked_latents.repeat(2 * n, 1, 1, 1)], 1)
         uncond, cond = unet(model_in, t, encoder_hidden_states=text, class_labels=labels).sample.chunk(2)
         x = scheduler.step(uncond + guidance * (cond - uncond), t, x).prev_sample
     decoded = vae.decode(x / vae.config.scaling_factor).sample
     return (decoded / 2 + 0.5).clamp(0, 1).permute(0, 2, 3, 1).numpy()
 
 
-@pytest.mark.parametrize("level", [0.0, 13.5])
-def test_edit_matches_published_inpaint_procedure(pipe, inpaint_components, real_batch, level):
+@pytest.mark.parametrize(("level", "n"), [(0.0, 1), (13.5, 1), (12.0, 2)])
+def test_edit_matches_published_inpaint_procedure(pipe, inpaint_components, real_batch, level, n):
     image, mask = real_image(real_batch), soft_mask()
-    latents = torch.randn(1, 4, SIZE // 4, SIZE // 4, generator=torch.Generator().manual_seed(5))
-    expected = published_inpaint(
-        inpaint_components, image, mask, CAPTION, level, latents, torch.Generator().manual_seed(7)
-    )
+    latents = torch.randn(n, 4, SIZE // 4, SIZE // 4, generator=torch.Generator().manual_seed(5))
+
+    def generator():
+        return torch.Generator().manual_seed(7) if n == 1 else [torch.Generator().manual_seed(7 + i) for i in range(n)]
+
+    expected = published_inpaint(inpaint_components, image, mask, CAPTION, level, latents, generator())
     got = pipe(
         CAPTION,
         image,
         mask,
         level=level,
         latents=latents,
-        generator=torch.Generator().manual_seed(7),
+        num_images_per_prompt=n,
+        generator=generator(),
         num_inference_steps=STEPS,
         output_type="np",
         show_progress=False,
@@ -174,7 +180,8 @@ def test_edit_matches_published_inpaint_procedure(pipe, inpaint_components, real
         PIL.Image.new("L", (SIZE, SIZE), 255),
         level=level,
         latents=latents,
-        generator=torch.Generator().manual_seed(7),
+        num_images_per_prompt=n,
+        generator=generator(),
         num_inference_steps=STEPS,
         output_type="np",
         show_progress=False,

@@ -64,7 +64,7 @@ def mask_and_masked_latents(
     masked = masked.to(device=vae.device, dtype=vae.dtype)
     if isinstance(generator, list):  # one generator per image, encoded one by one as diffusers does
         latents = torch.cat(
-            [vae.encode(masked[i : i + 1]).latent_dist.sample(generator=g) for i, g in enumerate(generator)]
+            [vae.encode(masked[i : i + 1]).latent_dist.sample(generator=generator[i]) for i in range(len(masked))]
         )
     else:
         latents = vae.encode(masked).latent_dist.sample(generator=generator)

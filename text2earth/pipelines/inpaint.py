@@ -151,9 +151,10 @@ class Text2EarthInpaintPipeline(Text2EarthPipeline):
         if latents is None:
             latents = randn_tensor(shape, generator=generator, device=device, dtype=dtype)
         pixels, mask = pixels.to(device), mask.to(device)
-        mask_latent, masked_latents = mask_and_masked_latents(
-            self.vae, pixels.expand(n_images, -1, -1, -1), mask.expand(n_images, -1, -1, -1), generator
-        )
+        # Like diffusers: the one masked image is encoded once (with the first generator of a list)
+        # and its latent repeated for every image.
+        mask_latent, masked_latents = mask_and_masked_latents(self.vae, pixels, mask, generator)
+        mask_latent, masked_latents = (x.expand(n_images, -1, -1, -1) for x in (mask_latent, masked_latents))
         latents = self.denoise_latents(
             captions,
             levels,
