@@ -13,7 +13,7 @@ DEMO_MODEL := models/demo
 
 .PHONY: install test lint format demo demo-train data bench info clean help enhance-train enhance-demo \
 	bench-data data-stats pairs translate-train demo-translate \
-	eval-demo eval-fid eval-clip eval-zsoa eval-resolution eval-rsicd check-rsicd
+	eval-demo eval-fid eval-clip eval-zsoa eval-resolution eval-rsicd check-rsicd demo-edit
 
 help:
 	@echo "make demo        set up .venv, train the tiny model briefly, sample the shipped demo model"
@@ -30,6 +30,7 @@ help:
 	@echo "make eval-demo   FID/KID, zero-shot OA, resolution fidelity of models/demo on held-out tiles (table + json)"
 	@echo "make eval-rsicd RSICD=/path/dataset_rsicd.json [EVAL_MODEL=dir CLIP_MODEL=dir]  all metrics on RSICD"
 	@echo "make eval-fid | eval-clip | eval-zsoa | eval-resolution RSICD=...  one metric on RSICD"
+	@echo "make demo-edit   train the tiny inpainting model from $(DEMO_MODEL) on CPU, write an edited tile and a 4x-wide canvas"
 	@echo "make lint        ruff"
 
 $(VENV)/.installed: pyproject.toml constraints.txt
@@ -181,3 +182,13 @@ translate-train: install
 
 demo-translate: install
 	$(PY) -m text2earth.demo_translate --model $(DEMO_MODEL) --out outputs/demo_translate
+# Editing and unbounded scenes: turn the shipped demo model into a 9-channel inpainting model, train it
+# on random masks over the embedded tiles (CPU), then write outputs/demo/edit_before_mask_after.png and
+# outputs/demo/canvas_4x.png (+ each canvas as PNG/JSON with its seam figures).
+DEMO_EDIT_STEPS ?= 100
+DEMO_EDIT_RUN := outputs/demo_edit
+demo-edit: install
+	rm -rf $(DEMO_EDIT_RUN)
+	nice -n 10 $(T2E) train experiment=inpaint_demo trainer.max_steps=$(DEMO_EDIT_STEPS) \
+		hydra.run.dir=$(DEMO_EDIT_RUN)/run export_dir=$(DEMO_EDIT_RUN)/model
+	nice -n 10 $(PY) -m text2earth.demo_edit --inpaint-model $(DEMO_EDIT_RUN)/model --model $(DEMO_MODEL) --out outputs/demo

@@ -9,6 +9,7 @@ __version__ = "0.1.0"
 _LAZY = {
     "Text2EarthPipeline": "text2earth.pipelines.text2img",
     "Text2EarthPipelineOutput": "text2earth.pipelines.text2img",
+    "Text2EarthInpaintPipeline": "text2earth.pipelines.inpaint",
 }
 
 

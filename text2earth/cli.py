@@ -126,6 +126,57 @@ def _build_pairs(args: argparse.Namespace) -> int:
     reports = build_pair_shards(args.embedded, args.out, names, max_per_split=args.max_per_split)
     for name, report in reports.items():
         print(f"{name:>14}: {report['counts']['train']:5d} train {report['counts']['val']:5d} val")
+
+
+def _edit(args: argparse.Namespace) -> int:
+    from text2earth.edit import edit_to_file
+
+    out = edit_to_file(
+        args.image,
+        args.mask,
+        args.prompt,
+        model=args.model,
+        out=args.out,
+        level=args.level,
+        gsd_m=args.gsd,
+        steps=args.steps,
+        guidance=args.guidance,
+        seed=args.seed,
+        paste_back=args.paste_back,
+        feather=args.feather,
+        device=args.device,
+    )
+    print(f"wrote {out}")
+    return 0
+
+
+def _outpaint(args: argparse.Namespace) -> int:
+    from text2earth.edit import make_canvas, save_canvas
+
+    canvas = make_canvas(
+        args.prompt,
+        model=args.model,
+        width=args.width,
+        height=args.height,
+        tile=args.tile,
+        overlap=args.overlap,
+        mode=args.mode,
+        level=args.level,
+        gsd_m=args.gsd,
+        init=args.init,
+        steps=args.steps,
+        guidance=args.guidance,
+        seed=args.seed,
+        feather=args.feather,
+        device=args.device,
+    )
+    report = save_canvas(canvas, args.out, model=args.model, seed=args.seed)
+    tif = f" and {report['geotiff']}" if report["geotiff"] else " (no GeoTIFF: rasterio is not installed)"
+    print(f"wrote {report['png']}{tif}")
+    print(
+        f"seam visibility ({report['mode']}, {report['tiles']} tiles): {report['seam_ratio']:.3f} "
+        f"(mean gradient across seams {report['seam_gradient']:.4f} / inside tiles {report['inside_gradient']:.4f}; 1.0 = invisible)"
+    )
     return 0
 
 
@@ -229,8 +280,44 @@ def build_parser() -> argparse.ArgumentParser:
     pairs.add_argument("--max-per-split", type=int, default=None, help="keep only the first N pairs of each split")
     pairs.set_defaults(func=_build_pairs)
 
+    edit = sub.add_parser("edit", help="repaint the white part of a mask from a prompt (inpainting model)")
+    edit.add_argument("image", help="the image to edit (RGB)")
+    edit.add_argument("mask", help="single-channel mask of the same size, white = repaint")
+    edit.add_argument("prompt", help="what to paint there")
+    _sampling_options(edit, "a local folder holding a 9-channel inpainting UNet (Text2Earth-inpainting layout)")
+    edit.add_argument("--paste-back", action="store_true", help="keep unmasked pixels exactly (feathered edge)")
+    edit.add_argument("--out", required=True, help="output PNG")
+    edit.set_defaults(func=_edit)
+
+    outpaint = sub.add_parser("outpaint", help="an unbounded scene: a canvas grown from tiles at one resolution")
+    outpaint.add_argument("prompt")
+    _sampling_options(outpaint, "inpainting folder (--mode tiles) or text-to-image folder (--mode joint)")
+    outpaint.add_argument(
+        "--mode",
+        choices=("tiles", "joint"),
+        default="tiles",
+        help="tiles: tile by tile with the inpainting model; joint: MultiDiffusion with the text-to-image model",
+    )
+    outpaint.add_argument("--width", type=int, required=True)
+    outpaint.add_argument("--height", type=int, required=True)
+    outpaint.add_argument("--tile", type=int, default=256, help="tile side in pixels (the model's image size)")
+    outpaint.add_argument("--overlap", type=int, default=64)
+    outpaint.add_argument("--init", default=None, help="image placed at the top-left corner to grow from (tiles mode)")
+    outpaint.add_argument("--out", required=True, help="output PNG (a .tif GeoTIFF and a .json report beside it)")
+    outpaint.set_defaults(func=_outpaint)
+
     register_enhance(sub)
     return parser
+
+
+def _sampling_options(parser: argparse.ArgumentParser, model_help: str) -> None:
+    parser.add_argument("--model", required=True, help=model_help)
+    _level_or_gsd(parser)
+    parser.add_argument("--steps", type=int, default=50)
+    parser.add_argument("--guidance", type=float, default=4.0, help="classifier-free guidance scale")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--feather", type=int, default=8, help="pixels over which new content blends into kept pixels")
+    parser.add_argument("--device", default=None, help="cpu | cuda (default: cuda when available)")
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -114,6 +114,12 @@ def _open(path: str | Path) -> PIL.Image.Image:
     return image
 
 
+def load_image(path: str | Path) -> PIL.Image.Image:
+    """An image file in its stored mode (L, RGB, ...; file closed), with the errors of :func:`load_rgb`."""
+    with _open(path) as image:
+        return image.copy()
+
+
 def load_rgb(path: str | Path) -> PIL.Image.Image:
     """An image file as an RGB PIL image (file closed); clear errors for missing or undecodable files."""
     with _open(path) as image:

@@ -22,6 +22,7 @@ from diffusers import AutoencoderKL, DDPMScheduler, UNet2DConditionModel
 from diffusers.models.embeddings import TimestepEmbedding
 from transformers import CLIPTextConfig, CLIPTextModel, CLIPTokenizer
 
+from text2earth.models.inpainting import inpainting_unet_from, is_inpainting_unet
 from text2earth.models.presets import SCHEDULER, get_preset
 from text2earth.models.tokenizer import load_clip_tokenizer
 
@@ -125,8 +126,14 @@ def build_from_preset(name: str, overrides: dict[str, Any] | None = None, seed: 
     )
 
 
-def load_from_folder(folder: str | Path, torch_dtype: torch.dtype | None = None) -> Components:
-    """Components from a local folder in the published Text2Earth (diffusers) layout."""
+def load_from_folder(
+    folder: str | Path, torch_dtype: torch.dtype | None = None, inpainting: bool | None = None
+) -> Components:
+    """Components from a local folder in the published Text2Earth (diffusers) layout.
+
+    ``inpainting`` True / False requires a 9- / 4-input-channel UNet (Text2Earth-inpainting / Text2Earth);
+    None accepts either.
+    """
     path = check_model_folder(folder)
     kwargs = {"local_files_only": True}
     if torch_dtype is not None:
@@ -136,6 +143,15 @@ def load_from_folder(folder: str | Path, torch_dtype: torch.dtype | None = None)
         raise ModelFolderError(
             f"{path}/unet has no zoom-level embedding (class_embed_type={unet.config.class_embed_type!r}); "
             "for a plain Stable Diffusion 2 folder use model.sd2_folder (from_sd2)"
+        )
+    if inpainting is not None and is_inpainting_unet(unet) != inpainting:
+        kind, other = (
+            ("an inpainting", "Text2EarthInpaintPipeline")
+            if is_inpainting_unet(unet)
+            else ("a text-to-image", "Text2EarthPipeline")
+        )
+        raise ModelFolderError(
+            f"{path}/unet is {kind} UNet ({unet.config.in_channels} input channels): load it with {other}"
         )
     return Components(
         vae=AutoencoderKL.from_pretrained(path, subfolder="vae", **kwargs),
@@ -172,12 +188,15 @@ def build_components(
     overrides: dict[str, Any] | None = None,
     level_scale: float | None = None,
     prediction_type: str | None = None,
+    inpainting: bool = False,
     seed: int = 0,
 ) -> Components:
     """The one entry point Hydra configs call: exactly one of ``preset``/``folder``/``sd2_folder``.
 
     ``vae_folder`` swaps in a separately trained autoencoder (the demo recipe trains one first);
-    ``prediction_type`` sets epsilon / v_prediction on the scheduler that training and export use.
+    ``prediction_type`` sets epsilon / v_prediction on the scheduler that training and export use;
+    ``inpainting`` turns a text-to-image UNet into a 9-channel inpainting one (zero-initialised extra
+    channels; a folder that already holds one is used as it is).
     """
     sources = [s for s in (preset, folder, sd2_folder) if s]
     if len(sources) != 1:
@@ -195,6 +214,8 @@ def build_components(
         if not (vae_path / "config.json").exists():
             raise ModelFolderError(f"no AutoencoderKL (config.json) in {vae_folder!r}")
         components.vae = AutoencoderKL.from_pretrained(vae_path, local_files_only=True)
+    if inpainting and not is_inpainting_unet(components.unet):
+        components.unet = inpainting_unet_from(components.unet)
     if level_scale is not None:
         components.level_scale = float(level_scale)
     if prediction_type is not None:

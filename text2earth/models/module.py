@@ -26,7 +26,9 @@ from text2earth.fileio import atomic_directory
 from text2earth.models.components import Components, build_components
 from text2earth.models.conditioning import drop_conditions, encode_text, level_class_labels, tokenize
 from text2earth.models.controlnet import controlled_prediction
+from text2earth.models.inpainting import inpaint_model_input, is_inpainting_unet, mask_and_masked_latents
 from text2earth.models.losses import diffusion_target, min_snr_weights, sample_noise
+from text2earth.models.masks import MaskGenerator
 from text2earth.models.variants import build_variant, export_variant
 
 FROZEN_PARTS = ("vae", "text_encoder")
@@ -47,6 +49,7 @@ class LatentDiffusionModule(L.LightningModule):
         save_frozen_in_checkpoint: bool = True,
         lora: dict[str, Any] | None = None,
         controlnet: dict[str, Any] | None = None,
+        inpainting: dict[str, Any] | None = None,
     ) -> None:
         super().__init__()
         self.save_hyperparameters()
@@ -55,6 +58,10 @@ class LatentDiffusionModule(L.LightningModule):
         self.vae = parts.vae
         self.text_encoder = parts.text_encoder
         self.unet = parts.unet
+        # A 9-channel UNet trains on random masks (``inpainting``: MaskGenerator settings).
+        self.mask_generator = MaskGenerator(**(inpainting or {})) if is_inpainting_unet(self.unet) else None
+        if inpainting is not None and self.mask_generator is None:
+            raise ValueError("an inpainting config needs a 9-channel UNet: set model.components.inpainting=true")
         self.tokenizer = parts.tokenizer
         self.level_scale = parts.level_scale
         # Training always uses the DDPM forward process of the model's own beta schedule.
@@ -166,7 +173,21 @@ class LatentDiffusionModule(L.LightningModule):
             return controlled_prediction(
                 self.unet, self.controlnet, noisy, timesteps, text, class_labels, batch["conditioning"]
             )
+        if self.mask_generator is not None:
+            noisy = inpaint_model_input(noisy, *self.inpainting_inputs(batch))
         return self.unet(noisy, timesteps, encoder_hidden_states=text, class_labels=class_labels).sample
+
+    def inpainting_inputs(self, batch: dict[str, Any]) -> tuple[torch.Tensor, torch.Tensor]:
+        """Random masks for the batch's images, as mask channel and masked-image latent."""
+        if "pixel_values" not in batch:
+            raise ValueError(
+                "inpainting trains from pixel batches (the masked image needs the VAE), not cached latents"
+            )
+        pixels = batch["pixel_values"].to(self.device)
+        # Validation uses the same masks every time, so val/loss curves compare across steps.
+        generator = None if self.training else torch.Generator().manual_seed(0)
+        masks = self.mask_generator(pixels.shape[0], pixels.shape[-2], pixels.shape[-1], generator)
+        return mask_and_masked_latents(self.vae, pixels, masks.to(self.device))
 
     def training_step(self, batch: dict[str, Any], batch_idx: int) -> torch.Tensor:
         loss = self.diffusion_loss(batch, drop=True)
@@ -199,12 +220,14 @@ class LatentDiffusionModule(L.LightningModule):
     # -- export -----------------------------------------------------------------------------------
     def export(self, folder: str | Path) -> Path:
         """Write a diffusers folder in the published layout (safetensors) that pipelines load."""
+        from text2earth.pipelines.inpaint import Text2EarthInpaintPipeline
         from text2earth.pipelines.text2img import Text2EarthPipeline
 
         self.float()  # folders hold fp32 weights, whatever precision training ran in (end of training)
         if self.hparams.lora or self.controlnet is not None:  # an adapter / translator folder, not a model
             return export_variant(self, folder)
-        pipe = Text2EarthPipeline.from_components(self.components)
+        cls = Text2EarthInpaintPipeline if self.mask_generator is not None else Text2EarthPipeline
+        pipe = cls.from_components(self.components)
         with atomic_directory(folder) as tmp:
             pipe.save_pretrained(tmp, safe_serialization=True)
         return Path(folder)

@@ -9,7 +9,7 @@ local folder in the published layout whatever pipeline class its ``model_index.j
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -23,9 +23,11 @@ from diffusers.utils import BaseOutput
 from transformers import CLIPTextModel, CLIPTokenizer
 
 from text2earth.models.components import Components, load_from_folder
+from text2earth.models.inpainting import is_inpainting_unet
 from text2earth.pipelines.guidance import make_guider
 from text2earth.pipelines.sampling import (
     Predictor,
+    StepCallback,
     build_conditions,
     denoise,
     prepare_latents,
@@ -55,6 +57,7 @@ class Text2EarthPipeline(DiffusionPipeline):
     """Stable-Diffusion-2 latent diffusion with Text2Earth's zoom-level class embedding."""
 
     model_cpu_offload_seq = "text_encoder->unet->vae"
+    inpainting = False  # which UNet from_pretrained accepts: 4 input channels here, 9 for inpainting
 
     def __init__(
         self,
@@ -97,7 +100,8 @@ class Text2EarthPipeline(DiffusionPipeline):
         Uses the folder's own scheduler unless ``scheduler`` names one of ``SCHEDULERS``. A missing
         folder or a hub id raises :class:`~text2earth.models.components.ModelFolderError`.
         """
-        return cls.from_components(load_from_folder(folder, torch_dtype=torch_dtype), scheduler=scheduler)
+        components = load_from_folder(folder, torch_dtype=torch_dtype, inpainting=cls.inpainting)
+        return cls.from_components(components, scheduler=scheduler)
 
     # ----------------------------------------------------------------------------------------- inputs
     def _split_prompts(
@@ -192,8 +196,52 @@ class Text2EarthPipeline(DiffusionPipeline):
         a number guides text and level separately (:class:`TextLevelGuidance`).
         """
         captions, levels = self._split_prompts(prompt, level, gsd_m)
+        if is_inpainting_unet(self.unet):
+            raise ValueError("this UNet has 9 input channels (inpainting): use Text2EarthInpaintPipeline")
         size = self.unet.config.sample_size * self.vae_scale_factor
         height, width = height or size, width or size
+        latents = self.denoise_latents(
+            captions,
+            levels,
+            negative_prompt,
+            height,
+            width,
+            num_inference_steps,
+            guidance_scale,
+            level_guidance_scale,
+            num_images_per_prompt,
+            generator,
+            latents,
+            output_type,
+            show_progress,
+            self.predictor(),
+        )
+        return self.latents_to_output(
+            latents, captions, levels, num_images_per_prompt, generator, output_type, return_dict
+        )
+
+    def denoise_latents(
+        self,
+        captions: list[str],
+        levels: list[float],
+        negative_prompt: str | list[str] | None,
+        height: int,
+        width: int,
+        num_inference_steps: int,
+        guidance_scale: float,
+        level_guidance_scale: float | None,
+        num_images_per_prompt: int,
+        generator: torch.Generator | list[torch.Generator] | None,
+        latents: torch.Tensor | None,
+        output_type: str,
+        show_progress: bool,
+        predict: Predictor,
+        callback: StepCallback | None = None,
+    ) -> torch.Tensor:
+        """Check inputs, encode the branch conditions and run the one loop with ``predict``; final latents.
+
+        Every pipeline variant (inpainting, tiled canvases) calls this with its own ``predict``.
+        """
         negatives = self.check_inputs(
             len(captions), height, width, num_inference_steps, num_images_per_prompt, negative_prompt, output_type
         )
@@ -215,27 +263,44 @@ class Text2EarthPipeline(DiffusionPipeline):
         n_images = len(captions) * num_images_per_prompt
         shape = (
             n_images,
-            self.unet.config.in_channels,
+            self.vae.config.latent_channels,
             height // self.vae_scale_factor,
             width // self.vae_scale_factor,
         )
         latents = prepare_latents(self.scheduler, shape, generator, device, dtype, latents)
-        latents = denoise(
+        return denoise(
             self.scheduler,
             latents,
             self.scheduler.timesteps,
             guider,
-            self.predictor(),
+            predict,
             conditions,
             extra_step_kwargs=step_kwargs(self.scheduler, generator),
             show_progress=show_progress,
+            callback=callback,
         )
 
+    def latents_to_output(
+        self,
+        latents: torch.Tensor,
+        captions: list[str],
+        levels: list[float],
+        num_images_per_prompt: int,
+        generator: torch.Generator | list[torch.Generator] | None,
+        output_type: str,
+        return_dict: bool,
+        finish: Callable[[torch.Tensor], torch.Tensor] | None = None,
+    ) -> Text2EarthPipelineOutput | tuple:
+        """Decode (unless ``output_type == "latent"``), apply ``finish`` to the decoded [-1, 1] pixels, convert."""
         if output_type == "latent":
             images = latents
         else:
-            decoded = self.vae.decode(latents / self.vae.config.scaling_factor, return_dict=False, generator=generator)
-            images = self.image_processor.postprocess(decoded[0], output_type=output_type)
+            decoded = self.vae.decode(latents / self.vae.config.scaling_factor, return_dict=False, generator=generator)[
+                0
+            ]
+            if finish is not None:
+                decoded = finish(decoded)
+            images = self.image_processor.postprocess(decoded, output_type=output_type)
         self.maybe_free_model_hooks()
 
         image_levels = [lv for lv in levels for _ in range(num_images_per_prompt)]
