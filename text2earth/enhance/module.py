@@ -13,7 +13,6 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-import hydra
 import lightning as L
 import torch
 import torch.nn.functional as F
@@ -23,6 +22,7 @@ from torchmetrics.image import PeakSignalNoiseRatio, StructuralSimilarityIndexMe
 from text2earth.config import make_hparams_plain
 from text2earth.enhance.rrdbnet import RRDBNet, read_state_dict, save_rrdbnet
 from text2earth.imageio import labelled_grid, save_png
+from text2earth.models.optim import configure_optimization
 
 
 def quantize(x: torch.Tensor) -> torch.Tensor:
@@ -106,14 +106,7 @@ class EnhanceModule(L.LightningModule):
                 logger.experiment.log({"val/strip": wandb.Image(grid), "trainer/global_step": self.global_step})
 
     def configure_optimizers(self) -> Any:
-        optimizer = hydra.utils.instantiate(dict(self.hparams.optimizer), params=self.net.parameters())
-        if not self.hparams.lr_scheduler:
-            return optimizer
-        sched_cfg = dict(self.hparams.lr_scheduler)
-        if sched_cfg.get("num_training_steps") in (None, -1):
-            sched_cfg["num_training_steps"] = int(self.trainer.estimated_stepping_batches)
-        scheduler = hydra.utils.instantiate(sched_cfg, optimizer=optimizer)
-        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
+        return configure_optimization(self, self.net.parameters(), self.hparams.optimizer, self.hparams.lr_scheduler)
 
     def export(self, folder: str | Path) -> Path:
         """Write the network (the EMA weights when called by ExportOnTrainEnd) as ``rrdbnet_x{scale}.safetensors``."""

@@ -14,7 +14,6 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-import hydra
 import lightning as L
 import torch
 import torch.nn.functional as F
@@ -29,6 +28,7 @@ from text2earth.models.controlnet import controlled_prediction
 from text2earth.models.inpainting import inpaint_model_input, is_inpainting_unet, mask_and_masked_latents
 from text2earth.models.losses import diffusion_target, min_snr_weights, sample_noise
 from text2earth.models.masks import MaskGenerator
+from text2earth.models.optim import configure_optimization
 from text2earth.models.variants import build_variant, export_variant
 
 FROZEN_PARTS = ("vae", "text_encoder")
@@ -205,17 +205,7 @@ class LatentDiffusionModule(L.LightningModule):
     # -- optimisation -----------------------------------------------------------------------------
     def configure_optimizers(self) -> Any:
         params = [p for p in self.parameters() if p.requires_grad]  # UNet, or only a LoRA / ControlNet
-        opt_cfg = dict(self.hparams.optimizer)
-        if opt_cfg.get("_target_", "").endswith("AdamW") and "fused" not in opt_cfg:
-            opt_cfg["fused"] = self.device.type == "cuda"  # one kernel per step on GPU
-        optimizer = hydra.utils.instantiate(opt_cfg, params=params)
-        if not self.hparams.lr_scheduler:
-            return optimizer
-        sched_cfg = dict(self.hparams.lr_scheduler)
-        if sched_cfg.get("num_training_steps") in (None, -1):
-            sched_cfg["num_training_steps"] = int(self.trainer.estimated_stepping_batches)
-        scheduler = hydra.utils.instantiate(sched_cfg, optimizer=optimizer)
-        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
+        return configure_optimization(self, params, self.hparams.optimizer, self.hparams.lr_scheduler)
 
     # -- export -----------------------------------------------------------------------------------
     def export(self, folder: str | Path) -> Path:
