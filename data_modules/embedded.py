@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import argparse
 import importlib.util
-import io
 import json
 import math
 import os
@@ -37,6 +36,7 @@ import PIL.Image
 import webdataset as wds
 from tqdm.auto import tqdm
 
+from text2earth.imageio import decode_rgb, encode_png, labelled_grid, save_png
 from text2earth.resolution import describe, gsd_to_level
 
 # Fixed 8-bit conversion: percentiles of clear native pixels, once per scene, then this gamma.
@@ -657,12 +657,6 @@ def make_caption(info: dict[str, Any], rng: random.Random) -> str:
 # --------------------------------------------------------------------------------------------
 
 
-def _png(array: np.ndarray) -> bytes:
-    buffer = io.BytesIO()
-    PIL.Image.fromarray(array).save(buffer, format="PNG", compress_level=1)
-    return buffer.getvalue()
-
-
 def _level_key(level: Level) -> str:
     return f"{'s2' if level.source == 'sentinel2' else 'l8'}_{int(round(level.gsd_m)):03d}m"
 
@@ -689,12 +683,12 @@ def _iter_samples(
         )
         extras = []
         sample: dict[str, Any] = {"__key__": key}
-        sample["png"] = _png(np.ascontiguousarray(rgb[r0:r1, c0:c1]))
+        sample["png"] = encode_png(np.ascontiguousarray(rgb[r0:r1, c0:c1]))
         if level.nir_dn is not None:
-            sample["nir.png"] = _png(np.ascontiguousarray(level.nir_dn[r0:r1, c0:c1]))
+            sample["nir.png"] = encode_png(np.ascontiguousarray(level.nir_dn[r0:r1, c0:c1]))
             extras.append("nir")
         if level.pan_dn is not None:
-            sample["pan.png"] = _png(np.ascontiguousarray(level.pan_dn[r0:r1, c0:c1]))
+            sample["pan.png"] = encode_png(np.ascontiguousarray(level.pan_dn[r0:r1, c0:c1]))
             extras.append("pan")
         meta = {
             "gsd_m": level.gsd_m,
@@ -915,13 +909,12 @@ def _box_overlap(a: list[int], b: list[int]) -> float:
 
 def write_preview(shard_dir: str | Path, out_png: str | Path, per_level: int = 8, split: str = "train") -> Path:
     """A PNG grid of real tiles: one row per (source, gsd), varied scene classes, labelled with the gsd."""
-    from text2earth.imageio import labelled_grid, save_png
 
     by_level: dict[tuple[str, float], list[tuple[dict, PIL.Image.Image]]] = defaultdict(list)
     for shard in sorted(Path(shard_dir).glob(f"{split}-*.tar")):
         for sample in read_shard_samples(shard):
             meta = json.loads(sample["json"])
-            image = PIL.Image.open(io.BytesIO(sample["png"])).convert("RGB")
+            image = decode_rgb(sample["png"], str(shard))
             by_level[(meta["source"], meta["gsd_m"])].append((meta, image))
     if not by_level:
         raise FileNotFoundError(f"no {split}-*.tar shards in {shard_dir}")

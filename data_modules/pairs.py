@@ -40,16 +40,11 @@ from text2earth.bands import TASKS, band_from_array, check_task
 from text2earth.enhance.degradations import resize
 from text2earth.fileio import atomic_directory
 from text2earth.haze import add_haze, random_haze
+from text2earth.imageio import decode_rgb, encode_png
 
 MODALITY_SETS = ("nir", "pan", "sar")  # single-modality shards for the text-to-X LoRAs
 PERCENTILES = (1.0, 99.0)
 SPECKLE_LOOKS = 4
-
-
-def _png(array: np.ndarray) -> bytes:
-    buffer = io.BytesIO()
-    PIL.Image.fromarray(array).save(buffer, format="PNG", compress_level=1)
-    return buffer.getvalue()
 
 
 def _u8(band: np.ndarray) -> np.ndarray:
@@ -83,8 +78,7 @@ def speckle(band: np.ndarray, rng: np.random.Generator, looks: int = SPECKLE_LOO
 
 
 def _rgb01(data: bytes) -> np.ndarray:
-    with PIL.Image.open(io.BytesIO(data)) as image:
-        return np.asarray(image.convert("RGB"), dtype=np.float32) / 255.0
+    return np.asarray(decode_rgb(data), dtype=np.float32) / 255.0
 
 
 def _downup(rgb: np.ndarray, factor: int) -> np.ndarray:
@@ -155,8 +149,8 @@ def _pair_samples(
             meta.update(task=task, modality=target_name, cond_modality=cond_name, **extra)
             yield {
                 "__key__": sample["__key__"],
-                "png": _png(target),
-                "cond.png": _png(cond),
+                "png": encode_png(target),
+                "cond.png": encode_png(cond),
                 "txt": sample["txt"],
                 "json": json.dumps(meta).encode(),
             }

@@ -12,6 +12,7 @@ Reads only each sample's ``.json`` and ``.txt`` (images are not decoded), from a
 
 from __future__ import annotations
 
+import functools
 import json
 import math
 from collections import Counter
@@ -28,7 +29,7 @@ import text2earth
 from data_modules.shards import expand_shards
 from data_modules.webdataset_datamodule import SkipCounter, sample_level
 from text2earth.fileio import write_atomic
-from text2earth.imageio import _font, save_png  # _font: the project's one font loader (with fallback)
+from text2earth.imageio import load_font, save_png
 
 BACKGROUND = (24, 28, 38)
 LAND = (58, 64, 78)
@@ -93,10 +94,15 @@ def collect(shards: Any) -> dict[str, Any]:
     }
 
 
+@functools.cache
+def _land_mask() -> np.ndarray:
+    return np.asarray(PIL.Image.open(LAND_MASK).convert("L")) > 0
+
+
 def land_pixels(bounds: tuple[float, float, float, float], width: int, height: int) -> np.ndarray:
     """Boolean ``height x width`` land mask of ``bounds`` = (lon0, lat0, lon1, lat1), north up."""
     lon0, lat0, lon1, lat1 = bounds
-    mask = np.asarray(PIL.Image.open(LAND_MASK).convert("L")) > 0
+    mask = _land_mask()
     rows = np.clip(((90.0 - np.linspace(lat1, lat0, height, endpoint=False)) / 0.1).astype(int), 0, mask.shape[0] - 1)
     cols = np.clip(((np.linspace(lon0, lon1, width, endpoint=False) + 180.0) / 0.1).astype(int), 0, mask.shape[1] - 1)
     return mask[rows[:, None], cols[None, :]]
@@ -125,7 +131,7 @@ def density_panel(
     canvas = PIL.Image.new("RGB", (width + margin_l + 16, height + margin_t + margin_b), BACKGROUND)
     canvas.paste(image, (margin_l, margin_t))
     draw = ImageDraw.Draw(canvas)
-    font = _font(13)
+    font = load_font(13)
     step = _graticule_step(max(lon1 - lon0, lat1 - lat0))
     for lon_line in np.arange(math.ceil(lon0 / step) * step, lon1 + 1e-9, step):
         x = margin_l + (lon_line - lon0) * px
@@ -174,8 +180,8 @@ def bar_chart(title: str, labels: list[str], values: list[int], size: tuple[int,
     width, height = size
     canvas = PIL.Image.new("RGB", size, (255, 255, 255))
     draw = ImageDraw.Draw(canvas)
-    font = _font(12)
-    draw.text((10, 6), title, fill=(0, 0, 0), font=_font(14))
+    font = load_font(12)
+    draw.text((10, 6), title, fill=(0, 0, 0), font=load_font(14))
     left, right, top, bottom = 50, 10, 30, 56
     draw.line([(left, height - bottom), (width - right, height - bottom)], fill=(0, 0, 0))
     if not values or max(values) == 0:

@@ -73,6 +73,13 @@ def to_pil(image: ImageLike, value_range: tuple[float, float] = (0.0, 1.0)) -> P
     return PIL.Image.fromarray(array)
 
 
+def encode_png(array: np.ndarray, compress_level: int = 1) -> bytes:
+    """A uint8 / uint16 array (H x W or H x W x C) as PNG bytes: a shard member, written fast and lossless."""
+    buffer = io.BytesIO()
+    PIL.Image.fromarray(array).save(buffer, format="PNG", compress_level=compress_level)
+    return buffer.getvalue()
+
+
 def save_png(
     image: ImageLike,
     path: str | Path,
@@ -193,7 +200,7 @@ def labelled_grid(
     else:
         cw, ch = cell_size
 
-    font = _font(font_size)
+    font = load_font(font_size)
     measure = ImageDraw.Draw(PIL.Image.new("RGB", (1, 1)))
     line_h = _text_size(measure, "Ag", font)[1]
     row_texts = [_wrap(measure, str(t), font, 2 * cw) for t in row_labels] if row_labels else []
@@ -239,7 +246,7 @@ def _fit(image: PIL.Image.Image, size: tuple[int, int]) -> PIL.Image.Image:
     return image if image.size == size else image.resize(size, PIL.Image.Resampling.BICUBIC)
 
 
-def _font(size: int) -> ImageFont.ImageFont | ImageFont.FreeTypeFont:
+def load_font(size: int) -> ImageFont.ImageFont | ImageFont.FreeTypeFont:
     try:
         return ImageFont.load_default(size=size)
     except (TypeError, OSError, ImportError):  # Pillow without FreeType: the fixed bitmap font

@@ -15,7 +15,7 @@ import torch
 from tqdm.auto import tqdm
 
 from text2earth.bands import TASKS
-from text2earth.enhance.evaluate import _per_image as psnr_ssim
+from text2earth.enhance.evaluate import psnr_ssim
 from text2earth.imageio import labelled_grid, save_png
 
 

@@ -25,7 +25,8 @@ from text2earth.enhance.rrdbnet import load_rrdbnet
 from text2earth.imageio import labelled_grid, save_png
 
 
-def _per_image(pred: torch.Tensor, gt: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+def psnr_ssim(pred: torch.Tensor, gt: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per-image PSNR (dB) and SSIM of ``B x C x H x W`` tensors in [0, 1]."""
     psnr = peak_signal_noise_ratio(pred, gt, data_range=1.0, reduction="none", dim=(1, 2, 3))
     ssim = structural_similarity_index_measure(pred, gt, data_range=1.0, reduction="none")
     return psnr, ssim
@@ -62,7 +63,7 @@ def evaluate(
         lq, gt = batch["lq"], batch["gt"]
         outputs = {"bicubic": quantize(bicubic(lq, net.scale)), "rrdbnet": quantize(net(lq))}
         for name, pred in outputs.items():
-            psnr, ssim = _per_image(pred, gt)
+            psnr, ssim = psnr_ssim(pred, gt)
             for group in ("all", *sorted(set(batch["source"]))):
                 mask = torch.tensor([group in ("all", s) for s in batch["source"]])
                 scores[group][f"{name}_psnr"].append(psnr[mask])
@@ -90,7 +91,7 @@ def evaluate(
     nearest = [F.interpolate(c[2][None], scale_factor=net.scale, mode="nearest")[0] for c in chosen]
     labels = []
     for key, _, _, bic, sr, gt in chosen:
-        pb, ps = (float(_per_image(x[None], gt[None])[0]) for x in (bic, sr))
+        pb, ps = (float(psnr_ssim(x[None], gt[None])[0]) for x in (bic, sr))
         labels.append(f"{key[:14]} {pb:.1f}/{ps:.1f} dB")
     rows = [nearest, [c[3] for c in chosen], [c[4] for c in chosen], [c[5] for c in chosen]]
     grid = labelled_grid(rows, ["input (x2 nearest)", "bicubic", "RRDBNet", "target"], labels, cell_size=128)

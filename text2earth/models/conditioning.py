@@ -30,8 +30,13 @@ def encode_text(
     text_encoder: CLIPTextModel, tokenizer: CLIPTokenizer, captions: Sequence[str], device: torch.device | None = None
 ) -> torch.Tensor:
     """Last hidden state of the text encoder (SD2 / Text2Earth use no attention mask)."""
-    ids = tokenize(tokenizer, captions).to(device or text_encoder.device)
-    return text_encoder(ids)[0]
+    return encode_ids(text_encoder, tokenize(tokenizer, captions).to(device or text_encoder.device))
+
+
+@torch.no_grad()
+def encode_ids(text_encoder: CLIPTextModel, input_ids: torch.Tensor) -> torch.Tensor:
+    """Last hidden state for ids already tokenised (e.g. in the DataLoader workers)."""
+    return text_encoder(input_ids)[0]
 
 
 def level_class_labels(levels: torch.Tensor | Sequence[float], level_scale: float = 1.0) -> torch.Tensor:

@@ -23,7 +23,7 @@ from diffusers.models.attention_processor import AttnProcessor2_0
 from text2earth.config import make_hparams_plain
 from text2earth.fileio import atomic_directory
 from text2earth.models.components import Components, build_components
-from text2earth.models.conditioning import drop_conditions, encode_text, level_class_labels, tokenize
+from text2earth.models.conditioning import drop_conditions, encode_ids, encode_text, level_class_labels, tokenize
 from text2earth.models.controlnet import controlled_prediction
 from text2earth.models.inpainting import inpaint_model_input, is_inpainting_unet, mask_and_masked_latents
 from text2earth.models.losses import diffusion_target, min_snr_weights, sample_noise
@@ -133,8 +133,7 @@ class LatentDiffusionModule(L.LightningModule):
             ids = batch["input_ids"].to(self.device)
             dropped = torch.tensor([c == "" for c in captions], device=self.device)
             ids = torch.where(dropped[:, None], tokenize(self.tokenizer, [""]).to(self.device), ids)
-            with torch.no_grad():
-                text = self.text_encoder(ids)[0].float()
+            text = encode_ids(self.text_encoder, ids).float()
         else:
             captions, levels = drop_conditions(batch["caption"], levels, p_text, p_level)
             text = encode_text(self.text_encoder, self.tokenizer, captions, self.device).float()
