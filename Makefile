@@ -9,7 +9,7 @@ export WANDB_MODE := offline
 export WANDB_SILENT := true
 
 DEMO_RUN := outputs/demo/run
-DEMO_MODEL := models/demo
+DEMO_MODEL := weights/demo
 
 .PHONY: install test lint format demo demo-train data bench info clean help enhance-train enhance-demo \
 	bench-data data-stats pairs translate-train demo-translate \
@@ -27,7 +27,7 @@ help:
 	@echo "make pairs       paired translation shards + single-modality shards from the embedded tiles (data/pairs)"
 	@echo "make translate-train  the recipe of the shipped translators and NIR/PAN LoRA adapters (CPU, ~25 min)"
 	@echo "make demo-translate   PAN2RGB / NIR2RGB on held-out tiles (PSNR/SSIM table, strips) + text-to-NIR/PAN"
-	@echo "make eval-demo   FID/KID, zero-shot OA, resolution fidelity of models/demo on held-out tiles (table + json)"
+	@echo "make eval-demo   FID/KID, zero-shot OA, resolution fidelity of weights/demo on held-out tiles (table + json)"
 	@echo "make eval-rsicd RSICD=/path/dataset_rsicd.json [EVAL_MODEL=dir CLIP_MODEL=dir]  all metrics on RSICD"
 	@echo "make eval-fid | eval-clip | eval-zsoa | eval-resolution RSICD=...  one metric on RSICD"
 	@echo "make demo-edit   train the tiny inpainting model from $(DEMO_MODEL) on CPU, write an edited tile and a 4x-wide canvas"
@@ -76,9 +76,9 @@ demo: install
 	$(T2E) export $(DEMO_RUN)/unet/checkpoints/last.ckpt --out $(DEMO_RUN)/exported
 	$(T2E) generate "a patchwork of farmland fields" --model $(DEMO_RUN)/exported --gsd 10 \
 		--n 4 --steps 20 --out $(DEMO_RUN)/samples
-	$(PY) -m text2earth.demo --model $(DEMO_MODEL) --out outputs/demo
+	$(PY) -m scripts.demo --model $(DEMO_MODEL) --out outputs/demo
 
-# The recipe of the shipped demo model. Long on CPU (see models/demo/RECIPE.md for the measured time).
+# The recipe of the shipped demo model. Long on CPU (see weights/demo/RECIPE.md for the measured time).
 DEMO_AE_STEPS ?= 600
 DEMO_UNET_STEPS ?= 2000
 demo-train: install
@@ -90,10 +90,10 @@ demo-train: install
 		model.components.vae_folder=outputs/demo_train/vae \
 		data.train_shards='outputs/demo_train/latents/train-*.tar' data.val_shards='outputs/demo_train/latents/val-*.tar' \
 		export_dir=outputs/demo_train/model hydra.run.dir=outputs/demo_train/unet
-	$(PY) -m text2earth.demo_recipe --run outputs/demo_train --out $(DEMO_MODEL) \
+	$(PY) -m scripts.demo_recipe --run outputs/demo_train --out $(DEMO_MODEL) \
 		--ae-steps $(DEMO_AE_STEPS) --unet-steps $(DEMO_UNET_STEPS)
 
-ENHANCE_MODEL := models/enhance/rrdbnet_x2_small.safetensors
+ENHANCE_MODEL := weights/enhance/rrdbnet_x2_small.safetensors
 ENHANCE_RUN := outputs/enhance/run
 
 # The recipe of the shipped small enhancer: train on the embedded tiles (~10 min on 2 CPU cores), then
@@ -101,13 +101,13 @@ ENHANCE_RUN := outputs/enhance/run
 enhance-train: install
 	rm -rf $(ENHANCE_RUN)
 	OMP_NUM_THREADS=1 $(T2E) train experiment=enhance hydra.run.dir=$(ENHANCE_RUN)
-	$(PY) -m text2earth.enhance.evaluate --checkpoint $(ENHANCE_RUN)/model/rrdbnet_x2.safetensors \
+	$(PY) -m scripts.enhance_eval --checkpoint $(ENHANCE_RUN)/model/rrdbnet_x2.safetensors \
 		--shards 'data/embedded/val-*.tar' --out outputs/enhance/eval
 
 # The shipped enhancer on a folder: degrade the held-out tiles into a nested folder of PNGs, enhance
 # that folder with the CLI, and score it (about a minute).
 enhance-demo: install
-	$(PY) -m text2earth.enhance.evaluate --checkpoint $(ENHANCE_MODEL) --shards 'data/embedded/val-*.tar' \
+	$(PY) -m scripts.enhance_eval --checkpoint $(ENHANCE_MODEL) --shards 'data/embedded/val-*.tar' \
 		--build-embedded-if-missing data/embedded --out outputs/enhance_demo --save-inputs
 	$(T2E) enhance --input-dir outputs/enhance_demo/inputs --output-dir outputs/enhance_demo/enhanced \
 		--checkpoint $(ENHANCE_MODEL) --device cpu
@@ -141,10 +141,10 @@ check-rsicd:
 	@test -n "$(RSICD)" || { echo "make: give RSICD=/path/to/dataset_rsicd.json (images in RSICD_images/ beside it, or RSICD_IMAGES=dir)" >&2; exit 2; }
 
 bench: install
-	$(PY) -m text2earth.bench
+	$(PY) -m scripts.bench
 
 bench-data: install
-	$(PY) -m data_modules.bench_data --embedded data/embedded --out outputs/bench_data
+	$(PY) -m scripts.bench_data --embedded data/embedded --out outputs/bench_data
 
 data-stats: install
 	test -f data/embedded/manifest.json || $(T2E) data build-embedded --out data/embedded
@@ -153,10 +153,10 @@ data-stats: install
 clean:
 	rm -rf outputs logs .pytest_cache
 
-# Cross-modal generation and translation. The recipe of the shipped translators (models/translate/) and
-# LoRA adapters (models/demo/lora/), on top of the shipped demo model: runs side by side, each stopped
+# Cross-modal generation and translation. The recipe of the shipped translators (weights/translate/) and
+# LoRA adapters (weights/demo/lora/), on top of the shipped demo model: runs side by side, each stopped
 # after a fixed training time (Lightning max_time): first PAN2RGB, NIR2RGB and the NIR / PAN LoRAs for
-# TRANSLATE_MINUTES, then PAN2NIR, SR x4 and dehazing for TRANSLATE_MINUTES_2. Figures: models/translate/RECIPE.md.
+# TRANSLATE_MINUTES, then PAN2NIR, SR x4 and dehazing for TRANSLATE_MINUTES_2. Figures: weights/translate/RECIPE.md.
 TRANSLATE_MINUTES ?= 24
 TRANSLATE_MINUTES_2 ?= 12
 TRANSLATE_RUN := outputs/translate_train
@@ -175,13 +175,13 @@ translate-train: install
 		OMP_NUM_THREADS=1 $(T2E) train experiment=$$exp $(TRANSLATE_ARGS) +trainer.max_time=00:00:$(TRANSLATE_MINUTES_2):00 \
 			hydra.run.dir=$(TRANSLATE_RUN)/$$exp export_dir=$(TRANSLATE_RUN)/$$exp/export > $(TRANSLATE_RUN)/$$exp.log 2>&1 & \
 	done; wait
-	rm -rf models/translate models/demo/lora && mkdir -p models/translate models/demo/lora
+	rm -rf weights/translate weights/demo/lora && mkdir -p weights/translate weights/demo/lora
 	# Shipped: the real-pair translators (11 MB each); SR and dehazing stay in $(TRANSLATE_RUN) (README table).
-	for task in pan2rgb nir2rgb pan2nir; do cp -r $(TRANSLATE_RUN)/translate_$$task/export models/translate/$$task; done
-	for m in nir pan; do cp -r $(TRANSLATE_RUN)/cross_modal_$$m/export models/demo/lora/$$m; done
+	for task in pan2rgb nir2rgb pan2nir; do cp -r $(TRANSLATE_RUN)/translate_$$task/export weights/translate/$$task; done
+	for m in nir pan; do cp -r $(TRANSLATE_RUN)/cross_modal_$$m/export weights/demo/lora/$$m; done
 
 demo-translate: install
-	$(PY) -m text2earth.demo_translate --model $(DEMO_MODEL) --out outputs/demo_translate
+	$(PY) -m scripts.demo_translate --model $(DEMO_MODEL) --out outputs/demo_translate
 # Editing and unbounded scenes: turn the shipped demo model into a 9-channel inpainting model, train it
 # on random masks over the embedded tiles (CPU), then write outputs/demo/edit_before_mask_after.png and
 # outputs/demo/canvas_4x.png (+ each canvas as PNG/JSON with its seam figures).
@@ -191,4 +191,4 @@ demo-edit: install
 	rm -rf $(DEMO_EDIT_RUN)
 	nice -n 10 $(T2E) train experiment=inpaint_demo trainer.max_steps=$(DEMO_EDIT_STEPS) \
 		hydra.run.dir=$(DEMO_EDIT_RUN)/run export_dir=$(DEMO_EDIT_RUN)/model
-	nice -n 10 $(PY) -m text2earth.demo_edit --inpaint-model $(DEMO_EDIT_RUN)/model --model $(DEMO_MODEL) --out outputs/demo
+	nice -n 10 $(PY) -m scripts.demo_edit --inpaint-model $(DEMO_EDIT_RUN)/model --model $(DEMO_MODEL) --out outputs/demo

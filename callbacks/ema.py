@@ -111,11 +111,3 @@ class EMA(L.Callback):
 
 def find_ema(trainer: L.Trainer) -> EMA | None:
     return next((cb for cb in trainer.callbacks if isinstance(cb, EMA)), None)
-
-
-def ema_weights_from_checkpoint(checkpoint: dict[str, Any]) -> dict[str, torch.Tensor] | None:
-    """The EMA shadow stored in a Lightning checkpoint's callback states, if any."""
-    for key, state in checkpoint.get("callbacks", {}).items():
-        if key.startswith("EMA") and "shadow" in state:
-            return state["shadow"]
-    return None

@@ -15,8 +15,8 @@ from lightning.pytorch.loggers import WandbLogger
 from lightning.pytorch.utilities import rank_zero_only
 
 from callbacks.ema import find_ema
-from text2earth.imageio import labelled_grid, save_png
-from text2earth.resolution import describe
+from text2earth.core.resolution import describe
+from text2earth.io.images import labelled_grid, save_png
 
 
 class SampleGridLogger(L.Callback):

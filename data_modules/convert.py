@@ -34,8 +34,8 @@ import webdataset as wds
 from tqdm.auto import tqdm
 
 from data_modules.convert_sources import FolderSource, Git10mSource, RsicdSource, Skip, Task
-from text2earth.fileio import atomic_path, write_atomic
-from text2earth.imageio import ImageReadError, decode_rgb
+from text2earth.io.files import atomic_path, write_atomic
+from text2earth.io.images import ImageReadError, decode_rgb
 
 FORMAT = "text2earth-convert-v1"
 PARTS = ".parts"

@@ -29,7 +29,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from data_modules.webdataset_datamodule import sample_level
-from text2earth.resolution import parse_prompt
+from text2earth.core.resolution import parse_prompt
 
 GIT10M_COLUMNS = (
     "image",

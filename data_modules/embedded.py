@@ -36,8 +36,8 @@ import PIL.Image
 import webdataset as wds
 from tqdm.auto import tqdm
 
-from text2earth.imageio import decode_rgb, encode_png, labelled_grid, save_png
-from text2earth.resolution import describe, gsd_to_level
+from text2earth.core.resolution import describe, gsd_to_level
+from text2earth.io.images import decode_rgb, encode_png, labelled_grid, save_png
 
 # Fixed 8-bit conversion: percentiles of clear native pixels, once per scene, then this gamma.
 STRETCH_PERCENTILES = (1.0, 99.0)

@@ -19,11 +19,11 @@ import torch
 import webdataset as wds
 from torch.utils.data import DataLoader
 
-from data_modules.shards import expand_shards
 from data_modules.webdataset_datamodule import SkipCounter
-from text2earth.config import to_plain
+from text2earth.core.config import to_plain
 from text2earth.enhance.degradations import DegradationConfig, make_pair, sample_rng
 from text2earth.enhance.imagefiles import IMAGE_SUFFIXES, decode
+from text2earth.io.shards import expand_shards
 
 log = logging.getLogger(__name__)
 _IMAGE_EXTS = tuple(s.lstrip(".") for s in IMAGE_SUFFIXES)

@@ -21,9 +21,9 @@ from diffusers import AutoencoderKL
 from tqdm import tqdm
 
 from data_modules.embedded import read_shard_samples
-from data_modules.shards import expand_shards
 from data_modules.webdataset_datamodule import IMAGE_KEYS, to_pixel_values
-from text2earth.imageio import ImageReadError, decode_rgb
+from text2earth.io.images import ImageReadError, decode_rgb
+from text2earth.io.shards import expand_shards
 
 
 def load_vae(folder: str | Path) -> AutoencoderKL:

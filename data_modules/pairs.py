@@ -9,11 +9,11 @@ decode to three equal channels, which is how the RGB VAE and the ControlNet see 
 Real co-registered pairs: the embedded tiles carry the measured Landsat-8 PAN (15 m native; 30 / 60 m area
 means) and NIR (Sentinel-2 B08, Landsat-8 B5) at the tile's own gsd, on the RGB tile's pixel grid. The 16-bit
 raw DN are stretched to 8 bit with one fixed linear stretch per (source, band): the 1st..99th percentile of the
-training tiles (recorded in ``pairs.json``; :mod:`text2earth.bands` documents the scaling).
+training tiles (recorded in ``pairs.json``; :mod:`text2earth.io.bands` documents the scaling).
 
 Synthetic conditions on real targets: ``sr_x2`` / ``sr_x4`` (area-mean downsampling, bicubic back to tile
 size: the condition is the low-resolution image, the level is the finer target's), ``dehaze``
-(:mod:`text2earth.haze`, random transmission / airlight per tile). There is no SAR in the embedded data:
+(:mod:`text2earth.core.haze`, random transmission / airlight per tile). There is no SAR in the embedded data:
 ``sar2rgb`` uses a stand-in condition (the NIR band with 4-look gamma speckle), which exercises the SAR code
 path but is not SAR.
 """
@@ -34,13 +34,13 @@ import webdataset as wds
 from tqdm.auto import tqdm
 
 from data_modules.embedded import read_shard_samples
-from data_modules.shards import expand_shards
 from data_modules.webdataset_datamodule import ShardDataModule
-from text2earth.bands import TASKS, band_from_array, check_task
+from text2earth.core.haze import add_haze, random_haze
 from text2earth.enhance.degradations import resize
-from text2earth.fileio import atomic_directory
-from text2earth.haze import add_haze, random_haze
-from text2earth.imageio import decode_rgb, encode_png
+from text2earth.io.bands import TASKS, band_from_array, check_task
+from text2earth.io.files import atomic_directory
+from text2earth.io.images import decode_rgb, encode_png
+from text2earth.io.shards import expand_shards
 
 MODALITY_SETS = ("nir", "pan", "sar")  # single-modality shards for the text-to-X LoRAs
 PERCENTILES = (1.0, 99.0)

@@ -26,10 +26,10 @@ from PIL import ImageDraw
 from tqdm.auto import tqdm
 
 import text2earth
-from data_modules.shards import expand_shards
 from data_modules.webdataset_datamodule import SkipCounter, sample_level
-from text2earth.fileio import write_atomic
-from text2earth.imageio import load_font, save_png
+from text2earth.io.files import write_atomic
+from text2earth.io.images import load_font, save_png
+from text2earth.io.shards import expand_shards
 
 BACKGROUND = (24, 28, 38)
 LAND = (58, 64, 78)

@@ -38,10 +38,10 @@ from torch.utils.data import DataLoader
 from webdataset.autodecode import Decoder
 from webdataset.utils import PipelineStage, pytorch_worker_info
 
-from data_modules.shards import expand_shards
-from text2earth.imageio import decode_rgb
+from text2earth.core.resolution import UNKNOWN_LEVEL, check_level, gsd_to_level, level_to_gsd
+from text2earth.io.images import decode_rgb
+from text2earth.io.shards import expand_shards
 from text2earth.models.conditioning import tokenize
-from text2earth.resolution import UNKNOWN_LEVEL, check_level, gsd_to_level, level_to_gsd
 
 log = logging.getLogger(__name__)
 

@@ -6,8 +6,8 @@ import sys
 import pytest
 from PIL import Image
 
-from text2earth.cli import main
-from text2earth.imageio import read_png_text
+from text2earth.cli.main import main
+from text2earth.io.images import read_png_text
 from text2earth.models.components import build_from_preset
 from text2earth.pipelines.text2img import Text2EarthPipeline
 
@@ -65,7 +65,17 @@ def test_generate_bad_input_is_one_line_exit_2(model_folder, tmp_path, capsys, a
 
 def test_console_script_runs_as_a_process(model_folder, tmp_path):
     proc = subprocess.run(
-        [sys.executable, "-m", "text2earth.cli", "generate", "fields", "--model", "hub/id", "--out", str(tmp_path)],
+        [
+            sys.executable,
+            "-m",
+            "text2earth.cli.main",
+            "generate",
+            "fields",
+            "--model",
+            "hub/id",
+            "--out",
+            str(tmp_path),
+        ],
         capture_output=True,
         text=True,
     )

@@ -17,7 +17,7 @@ from data_modules.convert import convert
 from data_modules.convert_sources import FolderSource, Git10mSource, RsicdSource, web_mercator_nw_corner
 from data_modules.embedded import read_shard_samples
 from data_modules.webdataset_datamodule import ShardDataModule
-from text2earth.cli import main
+from text2earth.cli.main import main
 
 NON_ASCII = "Küstenlinie: a harbour — 港口 with boats"
 

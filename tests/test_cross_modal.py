@@ -8,13 +8,14 @@ import PIL.Image
 import pytest
 import torch
 
-from text2earth.bands import read_band, replicate, to_band, write_band
-from text2earth.cli import main as cli_main
-from text2earth.haze import Haze, add_haze, random_haze, remove_haze
+from text2earth.cli.main import main as cli_main
+from text2earth.core.haze import Haze, add_haze, random_haze, remove_haze
+from text2earth.core.paths import shipped
+from text2earth.io.bands import read_band, replicate, to_band, write_band
 from text2earth.models.controlnet import build_controlnet, controlled_prediction
 from text2earth.models.lora import add_lora, load_lora, save_lora, use_lora
 
-DEMO = "models/demo"
+DEMO = str(shipped("demo"))
 
 
 # ------------------------------------------------------------------------------------------ single-band I/O
@@ -284,8 +285,8 @@ EXPERIMENTS = [f"translate_{t}" for t in ("pan2rgb", "nir2rgb", "pan2nir", "sar2
 
 
 def _fast_run(name, pairs_dir, tmp_path, extra=()):
-    from text2earth.config import compose_config
-    from text2earth.train import train
+    from text2earth.core.config import compose_config
+    from text2earth.training.run import train
 
     out = tmp_path / name
     overrides = [
@@ -427,7 +428,7 @@ def test_cli_generate_with_a_modality_lora(trained_variants, tmp_path, capsys):
 
 
 def test_translator_evaluation_against_the_baseline(trained_variants, pairs_dir, embedded_shards, tmp_path):
-    from text2earth.translation_eval import evaluate_translator, markdown_table
+    from scripts.translation_eval import evaluate_translator, markdown_table
 
     translator, _ = trained_variants
     report = evaluate_translator(
@@ -449,11 +450,11 @@ def test_translator_evaluation_against_the_baseline(trained_variants, pairs_dir,
 
 
 def test_shipped_translators_beat_their_baselines(pairs_dir, embedded_shards):
-    from text2earth.translation_eval import evaluate_translator
+    from scripts.translation_eval import evaluate_translator
 
     for task in ("pan2rgb", "nir2rgb"):
         report = evaluate_translator(
-            f"models/translate/{task}", pairs_dir, embedded_shards, n_tiles=8, steps=5, batch_size=8, progress=False
+            shipped(f"translate/{task}"), pairs_dir, embedded_shards, n_tiles=8, steps=5, batch_size=8, progress=False
         )
         # README (48 tiles, 10 steps): PAN2RGB 8.1 -> 17.5 dB, NIR2RGB 9.0 -> 18.4 dB.
         assert report["controlnet_psnr"] > report["baseline_psnr"] + 4, report

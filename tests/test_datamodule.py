@@ -16,9 +16,9 @@ import torch
 import webdataset as wds
 
 from data_modules.embedded import read_shard_samples
-from data_modules.shards import expand_shards
 from data_modules.webdataset_datamodule import ShardDataModule, sample_level
-from text2earth.resolution import gsd_to_level
+from text2earth.core.resolution import gsd_to_level
+from text2earth.io.shards import expand_shards
 
 
 def _dm(shards: Path, **kw) -> ShardDataModule:

@@ -19,9 +19,9 @@ import webdataset as wds
 
 from data_modules.embedded import read_shard_samples
 from data_modules.webdataset_datamodule import ShardDataModule
+from text2earth.core.resolution import gsd_to_level
 from text2earth.models.conditioning import tokenize
 from text2earth.models.tokenizer import load_clip_tokenizer
-from text2earth.resolution import gsd_to_level
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -130,7 +130,7 @@ def test_random_crop_at_native_resolution(eight_shards, val_samples):
 
 
 def test_tokenised_in_workers_match_the_module(eight_shards):
-    from text2earth.models.module import LatentDiffusionModule
+    from text2earth.training.module import LatentDiffusionModule
 
     folder, _ = eight_shards
     dm = _dm(f"{folder}/train-*.tar", num_workers=1, tokenizer="bundled", batch_size=4)

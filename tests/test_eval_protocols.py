@@ -146,7 +146,7 @@ def test_rsicd_reader(rsicd_folder):
 
 def test_evaluate_cli_on_rsicd_format(rsicd_folder, tmp_path, capsys):
     """`text2earth evaluate` end to end: tiny model, RSICD-format data, zero-shot OA; resumable; JSON report."""
-    from text2earth.cli import main
+    from text2earth.cli.main import main
 
     model = tmp_path / "model"
     Text2EarthPipeline.from_components(build_from_preset("tiny", seed=0)).save_pretrained(model)
@@ -177,7 +177,7 @@ def test_evaluate_cli_on_rsicd_format(rsicd_folder, tmp_path, capsys):
 
 
 def test_evaluate_cli_fails_clearly_without_rsicd(tmp_path, capsys):
-    from text2earth.cli import main
+    from text2earth.cli.main import main
 
     code = main(["evaluate", "eval_data=rsicd", "metrics=[fid]", f"hydra.run.dir={tmp_path}"])
     assert code == 2
@@ -187,8 +187,8 @@ def test_evaluate_cli_fails_clearly_without_rsicd(tmp_path, capsys):
 def test_training_callback_logs_resolution_fidelity(embedded_shards, tmp_path):
     """The EvalMetrics callback inside a real (one-step) demo training run through Hydra."""
     from callbacks.eval_metrics import EvalMetrics
-    from text2earth.config import compose_config
-    from text2earth.train import train
+    from text2earth.core.config import compose_config
+    from text2earth.training.run import train
 
     overrides = [
         "experiment=demo",

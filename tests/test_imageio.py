@@ -7,7 +7,7 @@ import PIL.Image
 import pytest
 import torch
 
-from text2earth.imageio import (
+from text2earth.io.images import (
     ImageReadError,
     labelled_grid,
     load_rgb,

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import numpy as np
 import PIL.Image
 import pytest
@@ -12,14 +10,15 @@ import torch.nn.functional as F
 from diffusers import EulerDiscreteScheduler
 
 from text2earth import Text2EarthInpaintPipeline
-from text2earth.config import compose_config
+from text2earth.core.config import compose_config
+from text2earth.core.paths import shipped
 from text2earth.models.components import ModelFolderError, build_components, build_from_preset
 from text2earth.models.inpainting import inpainting_unet_from
 from text2earth.models.masks import MaskGenerator
-from text2earth.models.module import LatentDiffusionModule
 from text2earth.models.presets import SCHEDULER
 from text2earth.pipelines.text2img import Text2EarthPipeline
-from text2earth.train import train
+from text2earth.training.module import LatentDiffusionModule
+from text2earth.training.run import train
 
 SIZE = 32  # pixels; tiny VAE is 4x down
 STEPS = 3
@@ -241,7 +240,7 @@ def test_folders_load_with_the_matching_pipeline(pipe, tiny_components, tmp_path
 
 
 # -- training: the same LatentDiffusionModule ------------------------------------------------------
-DEMO_MODEL = Path(__file__).resolve().parent.parent / "models" / "demo"
+DEMO_MODEL = shipped("demo")
 
 
 def module_config(inpainting):

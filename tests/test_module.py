@@ -6,7 +6,7 @@ from omegaconf import OmegaConf
 
 from text2earth.models.conditioning import drop_conditions
 from text2earth.models.losses import diffusion_target, min_snr_weights
-from text2earth.models.module import LatentDiffusionModule
+from text2earth.training.module import LatentDiffusionModule
 
 MODEL_CFG = {
     "components": {"preset": "tiny"},

@@ -9,8 +9,8 @@ import PIL.Image
 import pytest
 import torch
 
-from text2earth.cli import main as cli_main
-from text2earth.imageio import read_png_text
+from text2earth.cli.main import main as cli_main
+from text2earth.io.images import read_png_text
 from text2earth.models.components import build_from_preset
 from text2earth.models.inpainting import inpainting_unet_from
 from text2earth.pipelines.canvas import check_canvas, seam_visibility, tile_grid, tile_positions
@@ -195,7 +195,7 @@ def test_outpaint_cli_both_modes(folders, tmp_path, capsys):
 
 
 def test_geotiff_only_when_rasterio_is_installed(folders, tmp_path):
-    from text2earth.edit import make_canvas, save_canvas
+    from text2earth.apps.edit import make_canvas, save_canvas
 
     canvas = make_canvas(
         CAPTION, str(folders / "t2i"), 64, 32, 32, 8, mode="joint", gsd_m=2.0, steps=1, show_progress=False

@@ -2,7 +2,7 @@ import math
 
 import pytest
 
-from text2earth import resolution as r
+from text2earth.core import resolution as r
 
 
 @pytest.mark.parametrize(

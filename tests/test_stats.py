@@ -9,7 +9,7 @@ import PIL.Image
 import webdataset as wds
 
 from data_modules.stats import BACKGROUND, LAND, dataset_stats
-from text2earth.cli import main
+from text2earth.cli.main import main
 
 
 def test_stats_numbers_and_pictures(tmp_path):

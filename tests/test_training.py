@@ -7,12 +7,13 @@ import numpy as np
 import pytest
 import torch
 
-from callbacks.ema import EMA, ema_weights_from_checkpoint
-from text2earth.cli import main as cli_main
-from text2earth.config import compose_config
-from text2earth.export import export_checkpoint, load_checkpoint
+from callbacks.ema import EMA
+from text2earth.cli.main import main as cli_main
+from text2earth.core.config import compose_config
 from text2earth.pipelines.text2img import Text2EarthPipeline
-from text2earth.train import train
+from text2earth.training.ema import ema_weights_from_checkpoint
+from text2earth.training.export import export_checkpoint, load_checkpoint
+from text2earth.training.run import train
 
 
 def tiny_overrides(shards, out) -> list[str]:

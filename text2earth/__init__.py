@@ -1,8 +1,13 @@
 """text2earth: text-driven remote-sensing image generation at a chosen ground resolution."""
 
+import os
 from typing import Any
 
 __version__ = "0.1.0"
+
+# No network at run time: every model comes from a local folder. Set before huggingface_hub is imported
+# anywhere below this package (it reads the variable once, at import).
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 # Heavy imports (torch, diffusers) happen only when these names are first used, so that
 # `import text2earth` (CLI start-up, Hydra config resolution) stays cheap.

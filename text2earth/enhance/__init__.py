@@ -1,7 +1,6 @@
-"""Visual quality enhancement of training images: RRDBNet x2 (BasicSR-compatible), training, folder/shard CLI.
+"""Visual quality enhancement of training images with an RRDBNet x2 (network: ``text2earth.models.rrdbnet``;
+LightningModule: ``text2earth.training.enhance_module``; CLI: ``text2earth.cli.enhance``).
 
-Modules: ``rrdbnet`` (network, checkpoint loading/saving), ``tiling`` (tiled inference), ``degradations``
-(synthetic training pairs), ``module`` (LightningModule), ``batch`` (folder and shard processing), ``imagefiles``
-(format-preserving image files), ``cli`` (``text2earth enhance``), ``evaluate`` (bicubic vs network).
-Nothing is imported here, so that registering the CLI subcommand does not load torch.
+Modules: ``tiling`` (tiled inference), ``degradations`` (synthetic training pairs), ``batch`` (folder and shard
+processing), ``imagefiles`` (format-preserving image files). Nothing is imported here.
 """

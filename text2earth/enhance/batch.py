@@ -23,12 +23,12 @@ import torch
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
+from text2earth.core.resolution import UNKNOWN_LEVEL, gsd_to_level, level_to_gsd
 from text2earth.enhance.imagefiles import IMAGE_SUFFIXES, ImageMeta, decode, encode
-from text2earth.enhance.rrdbnet import RRDBNet
 from text2earth.enhance.tiling import upscale
-from text2earth.fileio import atomic_path, write_atomic
-from text2earth.imageio import ImageReadError
-from text2earth.resolution import UNKNOWN_LEVEL, gsd_to_level, level_to_gsd
+from text2earth.io.files import atomic_path, write_atomic
+from text2earth.io.images import ImageReadError
+from text2earth.models.rrdbnet import RRDBNet
 
 FAILED_LIST = "enhance_failed.txt"
 

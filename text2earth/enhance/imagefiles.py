@@ -1,6 +1,6 @@
 """Format-preserving image I/O for the enhancer: what comes in as PNG/JPEG/TIFF goes out the same way.
 
-``text2earth.imageio`` covers the project's 8-bit RGB figures; enhancing a dataset in place of the original
+``text2earth.io.images`` covers the project's 8-bit RGB figures; enhancing a dataset in place of the original
 needs more: 16-bit greyscale, alpha, greyscale, the JPEG/TIFF container options. The network sees RGB floats
 in [0, 1]; :class:`ImageMeta` remembers how to turn its output back into the original kind of file.
 """
@@ -16,7 +16,7 @@ import numpy as np
 import PIL.Image
 from PIL import PngImagePlugin
 
-from text2earth.imageio import ImageReadError
+from text2earth.io.images import ImageReadError
 
 IMAGE_SUFFIXES = {".png": "PNG", ".jpg": "JPEG", ".jpeg": "JPEG", ".tif": "TIFF", ".tiff": "TIFF"}
 _SIXTEEN_BIT = {"I;16", "I;16L", "I;16B", "I;16N", "I"}
@@ -33,7 +33,7 @@ class ImageMeta:
 def decode(data: bytes | Path | str, format_hint: str | None = None) -> tuple[np.ndarray, ImageMeta]:
     """Decode a file (path or bytes) to an RGB float32 (H, W, 3) array in [0, 1] plus what is needed to re-encode it.
 
-    Raises :class:`text2earth.imageio.ImageReadError` for anything that is not a decodable image.
+    Raises :class:`text2earth.io.images.ImageReadError` for anything that is not a decodable image.
     """
     try:
         with PIL.Image.open(io.BytesIO(data) if isinstance(data, bytes) else data) as img:

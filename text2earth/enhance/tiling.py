@@ -16,7 +16,7 @@ from collections.abc import Iterator
 import torch
 import torch.nn.functional as F
 
-from text2earth.enhance.rrdbnet import RRDBConfig, RRDBNet
+from text2earth.models.rrdbnet import RRDBConfig, RRDBNet
 
 
 def receptive_radius(config: RRDBConfig) -> int:

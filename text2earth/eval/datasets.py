@@ -14,9 +14,9 @@ from pathlib import Path
 import PIL.Image
 import webdataset as wds
 
-from data_modules.shards import expand_shards
-from text2earth.imageio import decode_rgb, load_rgb
-from text2earth.resolution import UNKNOWN_LEVEL, gsd_to_level
+from text2earth.core.resolution import UNKNOWN_LEVEL, gsd_to_level
+from text2earth.io.images import decode_rgb, load_rgb
+from text2earth.io.shards import expand_shards
 
 # RSICD's scene class is the file-name prefix ("denseresidential_12.jpg" -> "denseresidential").
 _CLASS_RE = re.compile(r"^([A-Za-z]+)_")

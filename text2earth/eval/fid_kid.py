@@ -22,7 +22,7 @@ from torchmetrics.image.kid import KernelInceptionDistance
 from tqdm.auto import tqdm
 
 from text2earth.eval.features import InceptionFeatures
-from text2earth.fileio import atomic_path
+from text2earth.io.files import atomic_path
 
 
 class PrecomputedFeatures(nn.Module):

@@ -16,8 +16,8 @@ import PIL.Image
 import torch
 from tqdm.auto import tqdm
 
-from text2earth.imageio import load_rgb, read_png_text, save_png
-from text2earth.resolution import level_to_gsd
+from text2earth.core.resolution import level_to_gsd
+from text2earth.io.images import load_rgb, read_png_text, save_png
 
 _KEY_RE = re.compile(r"^[A-Za-z0-9_.-]+$")
 

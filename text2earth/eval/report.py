@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from text2earth.eval.generation import GeneratedImage
-from text2earth.fileio import write_atomic
+from text2earth.io.files import write_atomic
 
 # (report section, key, printed name, format)
 ROWS = (

@@ -18,7 +18,7 @@ import torch
 from tqdm.auto import tqdm
 
 from text2earth.eval.classifier import TrainedClassifier, train_classifier
-from text2earth.imageio import to_pil
+from text2earth.io.images import to_pil
 
 # A small member of the ResNet family: fast on CPU for 64-px tiles, enough to tell the levels apart.
 LEVEL_ESTIMATOR = {

@@ -17,12 +17,12 @@ import PIL.Image
 import torch
 from omegaconf import DictConfig
 
-from text2earth.config import to_plain
+from text2earth.core.config import to_plain
+from text2earth.core.resolution import describe, gsd_to_level
 from text2earth.eval import report as reporting
 from text2earth.eval.datasets import RealImage, read_rsicd, read_shard_tiles
 from text2earth.eval.generation import EvalPrompt, GeneratedImage, generate_images, prompts_for
-from text2earth.imageio import labelled_grid, save_png
-from text2earth.resolution import describe, gsd_to_level
+from text2earth.io.images import labelled_grid, save_png
 
 METRICS = ("fid", "clip", "zsoa", "resolution")
 
@@ -159,7 +159,7 @@ EVALUATORS = {"fid": evaluate_fid, "clip": evaluate_clip, "zsoa": evaluate_zsoa,
 
 def run_evaluation(cfg: DictConfig) -> dict[str, Any]:
     """Generate what is missing, compute ``cfg.metrics``, write ``report.json``, log to wandb; the report."""
-    from text2earth.generate import pick_device
+    from text2earth.io.device import inference_dtype, pick_device
     from text2earth.pipelines.text2img import Text2EarthPipeline
 
     metrics = list(cfg.metrics)
@@ -175,7 +175,7 @@ def run_evaluation(cfg: DictConfig) -> dict[str, Any]:
         metrics.remove("clip")
     start = time.perf_counter()
     real = load_real(cfg.eval_data)
-    dtype = torch.bfloat16 if device.type == "cuda" else None
+    dtype = inference_dtype(device)
     pipe = Text2EarthPipeline.from_pretrained(cfg.model_dir, scheduler=cfg.generation.scheduler, torch_dtype=dtype)
     pipe = pipe.to(device)
     g = cfg.generation

@@ -22,6 +22,7 @@ from diffusers import AutoencoderKL, DDPMScheduler, UNet2DConditionModel
 from diffusers.models.embeddings import TimestepEmbedding
 from transformers import CLIPTextConfig, CLIPTextModel, CLIPTokenizer
 
+from text2earth.core.errors import UserError
 from text2earth.models.inpainting import inpainting_unet_from, is_inpainting_unet
 from text2earth.models.presets import SCHEDULER, get_preset
 from text2earth.models.tokenizer import load_clip_tokenizer
@@ -29,7 +30,7 @@ from text2earth.models.tokenizer import load_clip_tokenizer
 SUBFOLDERS = ("unet", "vae", "text_encoder", "tokenizer", "scheduler")
 
 
-class ModelFolderError(ValueError):
+class ModelFolderError(UserError):
     """A model folder that is missing, incomplete, or names a hub repository."""
 
 
@@ -223,6 +224,31 @@ def build_components(
             components.scheduler.config, prediction_type=prediction_type
         )
     return components
+
+
+def save_folder(components: Components, folder: str | Path, class_name: str = "Text2EarthPipeline") -> Path:
+    """Write ``components`` as a folder in the published diffusers layout (safetensors, ``model_index.json``).
+
+    The same files ``DiffusionPipeline.save_pretrained`` writes, without needing a pipeline object, so the
+    training layer can export; ``class_name`` is the pipeline ``model_index.json`` names.
+    """
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    index: dict[str, Any] = {
+        "_class_name": class_name,
+        "_diffusers_version": diffusers.__version__,
+        "level_scale": float(components.level_scale),
+    }
+    for name in SUBFOLDERS:
+        part = getattr(components, name)
+        library = type(part).__module__.split(".")[0]
+        index[name] = [library, type(part).__name__]
+        if name in ("tokenizer", "scheduler"):
+            part.save_pretrained(folder / name)
+        else:
+            part.save_pretrained(folder / name, safe_serialization=True)
+    (folder / "model_index.json").write_text(json.dumps(index, indent=2, sort_keys=True) + "\n")
+    return folder
 
 
 def count_parameters(preset: str) -> dict[str, int]:

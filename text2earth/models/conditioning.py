@@ -11,7 +11,7 @@ from collections.abc import Sequence
 import torch
 from transformers import CLIPTextModel, CLIPTokenizer
 
-from text2earth.resolution import UNKNOWN_LEVEL
+from text2earth.core.resolution import UNKNOWN_LEVEL
 
 
 def tokenize(tokenizer: CLIPTokenizer, captions: Sequence[str]) -> torch.Tensor:

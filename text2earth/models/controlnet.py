@@ -20,7 +20,7 @@ from typing import Any
 import torch
 from diffusers import AutoencoderKL, ControlNetModel, UNet2DConditionModel
 
-from text2earth.fileio import atomic_directory, write_atomic
+from text2earth.io.files import atomic_directory, write_atomic
 
 EMBEDDING_CHANNELS = (16, 32, 96, 256, 256)
 

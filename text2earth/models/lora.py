@@ -15,7 +15,7 @@ from typing import Any
 
 from diffusers import UNet2DConditionModel
 
-from text2earth.fileio import atomic_directory, write_atomic
+from text2earth.io.files import atomic_directory, write_atomic
 
 # Attention projections of every transformer block: the usual LoRA targets for Stable Diffusion UNets.
 DEFAULT_TARGETS = ("to_q", "to_k", "to_v", "to_out.0")
@@ -101,7 +101,7 @@ def attach_lora(
 ) -> str:
     """Load the LoRA a generation asks for (``path``, or the model's adapter for ``modality``); returns the
     modality of what will be generated (an adapter's own ``lora.json`` says it when only ``path`` is given)."""
-    from text2earth.bands import check_modality
+    from text2earth.io.bands import check_modality
 
     check_modality(modality)
     if path is None and modality == "rgb":

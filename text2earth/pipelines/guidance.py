@@ -15,7 +15,7 @@ from typing import NamedTuple, Protocol, runtime_checkable
 
 import torch
 
-from text2earth.resolution import UNKNOWN_LEVEL
+from text2earth.core.resolution import UNKNOWN_LEVEL
 
 
 class Branch(NamedTuple):

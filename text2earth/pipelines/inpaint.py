@@ -26,7 +26,7 @@ import torch
 import torch.nn.functional as F
 from diffusers.utils.torch_utils import randn_tensor
 
-from text2earth.imageio import load_image, to_pil
+from text2earth.io.images import load_image, to_pil
 from text2earth.models.inpainting import inpaint_model_input, is_inpainting_unet, mask_and_masked_latents
 from text2earth.pipelines.sampling import BranchConditions, Predictor, StepCallback, unet_predictor
 from text2earth.pipelines.text2img import Text2EarthPipeline, Text2EarthPipelineOutput

@@ -19,13 +19,13 @@ import PIL.Image
 import torch
 from tqdm.auto import tqdm
 
-from text2earth.imageio import to_uint8
+from text2earth.core.resolution import parse_prompt, resolve_level
+from text2earth.io.images import to_uint8
 from text2earth.models.inpainting import is_inpainting_unet
 from text2earth.pipelines.canvas import SeamReport, check_canvas, seam_visibility, tile_grid
 from text2earth.pipelines.inpaint import Text2EarthInpaintPipeline, feather_weights
 from text2earth.pipelines.sampling import BranchConditions, Predictor, unet_predictor
 from text2earth.pipelines.text2img import Text2EarthPipeline
-from text2earth.resolution import parse_prompt, resolve_level
 
 MODES = ("tiles", "joint")
 

@@ -22,6 +22,7 @@ from diffusers.image_processor import VaeImageProcessor
 from diffusers.utils import BaseOutput
 from transformers import CLIPTextModel, CLIPTokenizer
 
+from text2earth.core.resolution import UNKNOWN_LEVEL, parse_prompt, resolve_levels
 from text2earth.models.components import Components, load_from_folder
 from text2earth.models.inpainting import is_inpainting_unet
 from text2earth.pipelines.guidance import make_guider
@@ -35,7 +36,6 @@ from text2earth.pipelines.sampling import (
     unet_predictor,
 )
 from text2earth.pipelines.schedulers import make_scheduler
-from text2earth.resolution import UNKNOWN_LEVEL, parse_prompt, resolve_levels
 
 OUTPUT_TYPES = ("pil", "np", "pt", "latent")
 

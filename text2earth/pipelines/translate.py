@@ -18,8 +18,9 @@ import torch.nn.functional as F
 from diffusers import AutoencoderKL, ControlNetModel, UNet2DConditionModel
 from transformers import CLIPTextModel, CLIPTokenizer
 
-from text2earth.bands import TASKS, DnRange, read_band, replicate
-from text2earth.imageio import load_rgb
+from text2earth.core.paths import relative_model_path
+from text2earth.io.bands import TASKS, DnRange, read_band, replicate
+from text2earth.io.images import load_rgb
 from text2earth.models.components import Components, load_from_folder
 from text2earth.models.controlnet import controlled_prediction, read_translator
 from text2earth.pipelines.sampling import BranchConditions, Predictor
@@ -58,6 +59,8 @@ class Text2EarthControlNetPipeline(Text2EarthPipeline):
         base = model or info.get("base_model")
         if not base:
             raise ValueError(f"{folder}/translate.json names no base model: pass the model folder")
+        if model is None:  # a relative base_model is relative to the translator folder
+            base = relative_model_path(base, Path(folder))
         controlnet = ControlNetModel.from_pretrained(Path(folder) / "controlnet", local_files_only=True)
         return cls.from_parts(load_from_folder(base), controlnet, scheduler), info
 
@@ -118,7 +121,7 @@ def load_condition(path: str | Path, task: str, dn_range: DnRange = "auto") -> t
     """The condition image of ``task`` from a file, as (1, 3, H, W) in [0, 1].
 
     Single-band conditions (PAN, NIR, SAR) must be single-band files (8 or 16 bit; 16-bit scaled by
-    ``dn_range``, see :mod:`text2earth.bands`), replicated to three channels. RGB conditions must be RGB;
+    ``dn_range``, see :mod:`text2earth.io.bands`), replicated to three channels. RGB conditions must be RGB;
     a super-resolution input is the low-resolution image, upsampled bicubically by the task's factor.
     """
     cond_modality = TASKS[task][0]
@@ -136,54 +139,3 @@ def load_condition(path: str | Path, task: str, dn_range: DnRange = "auto") -> t
     if factor > 1:
         tensor = F.interpolate(tensor, scale_factor=factor, mode="bicubic", align_corners=False).clamp(0, 1)
     return tensor
-
-
-def translate_file(
-    task: str,
-    input_path: str | Path,
-    out_path: str | Path,
-    translator: str | Path,
-    model: str | Path | None = None,
-    prompt: str = "",
-    level: float | None = None,
-    gsd_m: float | None = None,
-    steps: int = 20,
-    guidance: float = 1.0,
-    conditioning_scale: float = 1.0,
-    seed: int = 0,
-    dn_range: DnRange = "auto",
-    bits: int = 8,
-    scheduler: str | None = None,
-    device: str | None = None,
-) -> Path:
-    """Translate one file with a translator folder; single-band targets are written back as one band."""
-    from text2earth.bands import check_task, to_band, write_band
-    from text2earth.generate import pick_device
-    from text2earth.imageio import save_png
-
-    check_task(task)
-    condition = load_condition(input_path, task, dn_range)
-    pipe, info = Text2EarthControlNetPipeline.from_translator(translator, model, scheduler)
-    if info.get("task") != task:
-        raise ValueError(f"translator {str(translator)!r} was trained for {info.get('task')!r}, not {task!r}")
-    factor = pipe.vae_scale_factor
-    if condition.shape[-1] % factor or condition.shape[-2] % factor:
-        raise ValueError(f"the output size {tuple(condition.shape[-2:])} must be a multiple of {factor} pixels")
-    pipe.to(pick_device(device))
-    result = pipe(
-        condition,
-        prompt,
-        level=level,
-        gsd_m=gsd_m,
-        num_inference_steps=steps,
-        guidance_scale=guidance,
-        conditioning_scale=conditioning_scale,
-        generator=torch.Generator().manual_seed(seed),
-        output_type="np",
-        show_progress=True,
-    )
-    image = result.images[0]
-    text = {"task": task, "input": str(input_path), "prompt": prompt, "level": f"{result.levels[0]:g}", "seed": seed}
-    if TASKS[task][1] == "rgb":
-        return save_png(image, out_path, text)
-    return write_band(out_path, to_band(image), bits=bits)

@@ -1,0 +1,1 @@
+"""Demos, benchmarks and recipes: scripts on top of the library (run from the repository, not installed)."""

@@ -1,0 +1,1 @@
+"""Applications: generate, edit, outpaint and translate to files (what the CLI calls)."""

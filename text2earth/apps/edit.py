@@ -1,0 +1,169 @@
+"""`text2earth edit` and `text2earth outpaint`: load a model folder, run a pipeline, write PNGs (+ GeoTIFF).
+
+A GeoTIFF of a canvas is written only when ``rasterio`` is importable (it is not a dependency): its
+pixel size is the canvas's gsd, with no geographic location (the model knows none).
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from text2earth.core.resolution import level_to_gsd
+from text2earth.io.device import inference_dtype, pick_device
+from text2earth.io.files import atomic_path, write_atomic
+from text2earth.io.images import load_image, load_rgb, save_png
+from text2earth.pipelines.outpaint import MODES, Canvas
+
+
+def _png_text(caption: str, level: float, **extra: object) -> dict[str, str]:
+    gsd = level_to_gsd(level)
+    return {
+        "prompt": caption,
+        "level": f"{level:g}",
+        "gsd_m": "unknown" if gsd is None else f"{gsd:g}",
+        **{k: str(v) for k, v in extra.items()},
+    }
+
+
+def edit_to_file(
+    image: str,
+    mask: str,
+    prompt: str,
+    model: str,
+    out: str,
+    level: float | None = None,
+    gsd_m: float | None = None,
+    steps: int = 50,
+    guidance: float = 4.0,
+    seed: int = 0,
+    paste_back: bool = False,
+    feather: int = 8,
+    device: str | None = None,
+) -> Path:
+    """Repaint the white part of ``mask`` in ``image`` from ``prompt``; write the result PNG to ``out``."""
+    from text2earth.pipelines.inpaint import (
+        Text2EarthInpaintPipeline,
+        check_image_and_mask,
+        image_to_tensor,
+        mask_to_tensor,
+    )
+
+    source, mask_image = load_rgb(image), load_image(mask)
+    # Bad image / mask input fails before the model loads.
+    check_image_and_mask(image_to_tensor(source), mask_to_tensor(mask_image), 1)
+    target = pick_device(device)
+    pipe = Text2EarthInpaintPipeline.from_pretrained(model, torch_dtype=inference_dtype(target)).to(target)
+    result = pipe(
+        prompt,
+        source,
+        mask_image,
+        level=level,
+        gsd_m=gsd_m,
+        num_inference_steps=steps,
+        guidance_scale=guidance,
+        generator=torch.Generator().manual_seed(seed),
+        paste_back=paste_back,
+        feather=feather,
+    )
+    text = _png_text(result.prompts[0], result.levels[0], seed=seed, model=model, steps=steps, paste_back=paste_back)
+    return save_png(result.images[0], out, text)
+
+
+def write_geotiff(image: np.ndarray, path: str | Path, gsd_m: float) -> Path | None:
+    """A 3-band GeoTIFF with ``gsd_m`` metre pixels, or None when rasterio is not installed."""
+    try:
+        import rasterio
+        from rasterio.transform import from_origin
+    except ImportError:
+        return None
+    height, width = image.shape[:2]
+    profile = {
+        "driver": "GTiff",
+        "width": width,
+        "height": height,
+        "count": 3,
+        "dtype": "uint8",
+        "transform": from_origin(0.0, height * gsd_m, gsd_m, gsd_m),
+    }
+    with atomic_path(path) as tmp, rasterio.open(tmp, "w", **profile) as dst:
+        dst.write(np.moveaxis(image, -1, 0))
+    return Path(path)
+
+
+def make_canvas(
+    prompt: str,
+    model: str,
+    width: int,
+    height: int,
+    tile: int,
+    overlap: int,
+    mode: str = "tiles",
+    level: float | None = None,
+    gsd_m: float | None = None,
+    init: str | None = None,
+    steps: int = 50,
+    guidance: float = 4.0,
+    seed: int = 0,
+    feather: int = 8,
+    device: str | None = None,
+    show_progress: bool = True,
+) -> Canvas:
+    """A canvas from a model folder: ``tiles`` needs an inpainting folder, ``joint`` a text-to-image one."""
+    from text2earth.pipelines.inpaint import Text2EarthInpaintPipeline
+    from text2earth.pipelines.outpaint import outpaint_joint, outpaint_tiles
+    from text2earth.pipelines.text2img import Text2EarthPipeline
+
+    if mode not in MODES:
+        raise ValueError(f"mode must be one of {', '.join(MODES)}, got {mode!r}")
+    if init is not None and mode != "tiles":
+        raise ValueError("--init grows a canvas from an image: it needs --mode tiles (the inpainting model)")
+    target = pick_device(device)
+    common = {
+        "width": width,
+        "height": height,
+        "tile": tile,
+        "overlap": overlap,
+        "level": level,
+        "gsd_m": gsd_m,
+        "num_inference_steps": steps,
+        "guidance_scale": guidance,
+        "seed": seed,
+        "show_progress": show_progress,
+    }
+    if mode == "tiles":
+        seed_image = load_rgb(init) if init else None
+        pipe = Text2EarthInpaintPipeline.from_pretrained(model, torch_dtype=inference_dtype(target)).to(target)
+        return outpaint_tiles(pipe, prompt, init=seed_image, feather=feather, **common)
+    pipe = Text2EarthPipeline.from_pretrained(model, torch_dtype=inference_dtype(target)).to(target)
+    return outpaint_joint(pipe, prompt, **common)
+
+
+def save_canvas(canvas: Canvas, out: str | Path, model: str, seed: int) -> dict[str, object]:
+    """PNG (metadata + seam figures in its text chunks), a ``.json`` beside it, and a GeoTIFF when possible."""
+    out = Path(out)
+    seams = canvas.seams
+    report = {
+        "mode": canvas.mode,
+        "width": canvas.image.shape[1],
+        "height": canvas.image.shape[0],
+        "tile": canvas.tile,
+        "tiles": len(canvas.tiles),
+        "level": canvas.level,
+        "gsd_m": level_to_gsd(canvas.level),
+        "seam_gradient": round(seams.seam, 5),
+        "inside_gradient": round(seams.inside, 5),
+        "seam_ratio": round(seams.ratio, 4),
+    }
+    text = _png_text(
+        canvas.caption, canvas.level, seed=seed, model=model, mode=canvas.mode, seam_ratio=report["seam_ratio"]
+    )
+    report["png"] = str(save_png(canvas.image, out, text))
+    gsd = level_to_gsd(canvas.level)
+    tif = write_geotiff(canvas.image, out.with_suffix(".tif"), gsd) if gsd is not None else None
+    report["geotiff"] = None if tif is None else str(tif)
+    write_atomic(out.with_suffix(".json"), json.dumps(report, indent=2).encode())
+    return report

@@ -1,0 +1,1 @@
+"""The `text2earth` console script: argparse subcommands and the Hydra runner."""

@@ -1,0 +1,100 @@
+"""The one Hydra runner of ``text2earth train`` and ``text2earth evaluate`` (Compose API, no ``sys.argv``).
+
+Composition problems (an unknown option or key, bad override syntax, a missing value) become a
+:class:`~text2earth.core.errors.UserError` with one line, so the CLI reports them like every other
+mistake: one line on stderr and exit code 2. The composed config is saved in the run folder's
+``.hydra/`` as ``@hydra.main`` would, so a run can be reproduced from its folder.
+"""
+
+from __future__ import annotations
+
+import difflib
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any, TypeVar
+
+from hydra.errors import HydraException
+from omegaconf import DictConfig, OmegaConf
+from omegaconf.errors import OmegaConfBaseException
+
+from text2earth.core.config import compose_config
+from text2earth.core.errors import UserError
+from text2earth.core.paths import conf_dir
+from text2earth.io.files import write_atomic
+
+T = TypeVar("T")
+
+
+def _first_line(exc: BaseException) -> str:
+    lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+    return lines[0] if lines else type(exc).__name__
+
+
+def _group_hint(config_name: str, overrides: Sequence[str]) -> str:
+    """'did you mean ...' for ``group=option`` overrides whose option file does not exist."""
+    for override in overrides:
+        key, _, value = override.lstrip("+~").partition("=")
+        group = conf_dir() / key.replace(".", "/")
+        if value and group.is_dir() and not (group / f"{value}.yaml").is_file():
+            options = sorted(p.stem for p in group.glob("*.yaml"))
+            close = difflib.get_close_matches(value, options, n=1)
+            hint = f"did you mean {key}={close[0]}?" if close else f"options: {', '.join(options)}"
+            return f"no {key} config named {value!r} ({hint})"
+    return ""
+
+
+def _key_hint(cfg_keys: DictConfig, overrides: Sequence[str]) -> str:
+    """'did you mean ...' for ``a.b=value`` overrides whose key does not exist."""
+    for override in overrides:
+        if override.startswith(("+", "~")) or "=" not in override:
+            continue
+        key = override.split("=", 1)[0]
+        if (conf_dir() / key.replace(".", "/")).is_dir():  # a group choice, checked by _group_hint
+            continue
+        parent, _, leaf = key.rpartition(".")
+        node = OmegaConf.select(cfg_keys, parent) if parent else cfg_keys
+        if isinstance(node, DictConfig) and leaf not in node:
+            close = difflib.get_close_matches(leaf, [str(k) for k in node], n=1)
+            hint = f"did you mean {parent + '.' if parent else ''}{close[0]}?" if close else "add it with +KEY=VALUE"
+            return f"no config key {key!r} ({hint})"
+    return ""
+
+
+def compose_or_explain(config_name: str, overrides: Sequence[str]) -> DictConfig:
+    """``compose_config``, with Hydra's multi-line reports turned into a one-line :class:`UserError`."""
+    try:
+        return compose_config(config_name, list(overrides))
+    except (HydraException, OmegaConfBaseException) as exc:
+        hint = _group_hint(config_name, overrides)
+        if not hint:
+            groups = [o for o in overrides if (conf_dir() / o.lstrip("+~").split("=")[0].replace(".", "/")).is_dir()]
+            try:  # compose with the group choices only, then find the key that does not exist
+                hint = _key_hint(compose_config(config_name, groups), overrides)
+            except (HydraException, OmegaConfBaseException):
+                hint = ""
+        raise UserError(f"{config_name}: {hint or _first_line(exc)}") from None
+
+
+def save_run_config(cfg: DictConfig) -> Path:
+    """``<run>/.hydra/config.yaml`` and ``overrides.yaml``, as ``@hydra.main`` writes them."""
+    out = Path(cfg.hydra.runtime.output_dir) / ".hydra"
+    run_cfg = OmegaConf.masked_copy(cfg, [k for k in cfg if k != "hydra"])
+    write_atomic(out / "config.yaml", OmegaConf.to_yaml(run_cfg).encode())
+    write_atomic(out / "overrides.yaml", OmegaConf.to_yaml(list(cfg.hydra.overrides.task)).encode())
+    return out
+
+
+def run_config(config_name: str, overrides: Sequence[str], app: Callable[[DictConfig], T]) -> T:
+    """Compose ``config_name`` with ``overrides`` and run ``app(cfg)`` in the resolved run folder."""
+    cfg = compose_or_explain(config_name, overrides)
+    try:
+        Path(cfg.hydra.runtime.output_dir).mkdir(parents=True, exist_ok=True)
+        save_run_config(cfg)
+        return app(cfg)
+    except OmegaConfBaseException as exc:  # a value that does not resolve or has the wrong type
+        raise UserError(f"{config_name}: {_first_line(exc)}") from None
+
+
+def run_overrides(config_name: str, overrides: Sequence[str] | None, app: Callable[[DictConfig], Any]) -> Any:
+    """``run_config`` with ``None`` meaning no overrides (the Python entry of ``train`` / ``evaluate``)."""
+    return run_config(config_name, list(overrides or []), app)

@@ -1,0 +1,339 @@
+"""The `text2earth` console script: thin subcommands over the library.
+
+Bad input (unknown model folder, hub id without a local copy, bad level, missing file) prints one
+line on stderr and exits with code 2, without a traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from collections.abc import Sequence
+
+from text2earth.core.errors import USER_ERRORS
+
+
+def _generate(args: argparse.Namespace) -> int:
+    from text2earth.apps.generate import generate_to_folder
+
+    written = generate_to_folder(
+        prompts=args.prompt,
+        model=args.model,
+        out_dir=args.out,
+        level=args.level,
+        gsd_m=args.gsd,
+        n=args.n,
+        seed=args.seed,
+        steps=args.steps,
+        guidance=args.guidance,
+        level_guidance=args.level_guidance,
+        negative_prompt=args.negative,
+        scheduler=args.scheduler,
+        height=args.height,
+        width=args.width,
+        device=args.device,
+        modality=args.modality,
+        lora=args.lora,
+        lora_scale=args.lora_scale,
+    )
+    print(f"wrote {len(written) - 1} images and {written[-1]}")
+    return 0
+
+
+def _translate(args: argparse.Namespace) -> int:
+    from text2earth.apps.translate import translate_file
+    from text2earth.core.paths import shipped
+
+    out = translate_file(
+        args.task,
+        args.input,
+        args.out,
+        translator=args.translator or shipped(f"translate/{args.task}"),
+        model=args.model,
+        prompt=args.prompt,
+        level=args.level,
+        gsd_m=args.gsd,
+        steps=args.steps,
+        guidance=args.guidance,
+        conditioning_scale=args.conditioning_scale,
+        seed=args.seed,
+        dn_range=tuple(args.dn_range) if args.dn_range else "auto",
+        bits=args.bits,
+        device=args.device,
+    )
+    print(f"{args.task}: {args.input} -> {out}")
+    return 0
+
+
+def _train(args: argparse.Namespace) -> int:
+    from text2earth.cli.train import main
+
+    main(args.overrides)
+    return 0
+
+
+def _evaluate(args: argparse.Namespace) -> int:
+    from text2earth.cli.evaluate import main
+
+    main(args.overrides)
+    return 0
+
+
+def _export(args: argparse.Namespace) -> int:
+    from text2earth.training.export import export_checkpoint
+
+    out = export_checkpoint(args.checkpoint, args.out, use_ema=not args.no_ema)
+    print(f"exported {args.checkpoint} -> {out}")
+    return 0
+
+
+def _info(args: argparse.Namespace) -> int:
+    from text2earth.models.components import count_parameters
+
+    counts = count_parameters(args.preset)
+    for name, value in counts.items():
+        print(f"{name:>13}: {value / 1e6:10.1f} M")
+    return 0
+
+
+def _build_embedded(args: argparse.Namespace) -> int:
+    from data_modules.embedded import build_embedded_shards
+
+    manifest = build_embedded_shards(args.out, tile_size=args.tile)
+    split = manifest["counts"]["split"]
+    print(f"wrote {split.get('train', 0)} train and {split.get('val', 0)} val tiles to {args.out}")
+    return 0
+
+
+def _cache_latents(args: argparse.Namespace) -> int:
+    from data_modules.latent_cache import cache_latents
+
+    counts = cache_latents(
+        args.shards, args.model, args.out, image_size=args.image_size, batch_size=args.batch_size, flip=args.flip
+    )
+    print(
+        f"cached {counts['samples']} latents in {counts['shards']} shards to {args.out} (skipped {counts['skipped']})"
+    )
+    return 0
+
+
+def _build_pairs(args: argparse.Namespace) -> int:
+    from data_modules.pairs import build_pair_shards, check_set
+
+    names = [check_set(s) for s in args.sets] if args.sets else None
+    reports = build_pair_shards(args.embedded, args.out, names, max_per_split=args.max_per_split)
+    for name, report in reports.items():
+        print(f"{name:>14}: {report['counts']['train']:5d} train {report['counts']['val']:5d} val")
+
+
+def _edit(args: argparse.Namespace) -> int:
+    from text2earth.apps.edit import edit_to_file
+
+    out = edit_to_file(
+        args.image,
+        args.mask,
+        args.prompt,
+        model=args.model,
+        out=args.out,
+        level=args.level,
+        gsd_m=args.gsd,
+        steps=args.steps,
+        guidance=args.guidance,
+        seed=args.seed,
+        paste_back=args.paste_back,
+        feather=args.feather,
+        device=args.device,
+    )
+    print(f"wrote {out}")
+    return 0
+
+
+def _outpaint(args: argparse.Namespace) -> int:
+    from text2earth.apps.edit import make_canvas, save_canvas
+
+    canvas = make_canvas(
+        args.prompt,
+        model=args.model,
+        width=args.width,
+        height=args.height,
+        tile=args.tile,
+        overlap=args.overlap,
+        mode=args.mode,
+        level=args.level,
+        gsd_m=args.gsd,
+        init=args.init,
+        steps=args.steps,
+        guidance=args.guidance,
+        seed=args.seed,
+        feather=args.feather,
+        device=args.device,
+    )
+    report = save_canvas(canvas, args.out, model=args.model, seed=args.seed)
+    tif = f" and {report['geotiff']}" if report["geotiff"] else " (no GeoTIFF: rasterio is not installed)"
+    print(f"wrote {report['png']}{tif}")
+    print(
+        f"seam visibility ({report['mode']}, {report['tiles']} tiles): {report['seam_ratio']:.3f} "
+        f"(mean gradient across seams {report['seam_gradient']:.4f} / inside tiles {report['inside_gradient']:.4f}; 1.0 = invisible)"
+    )
+    return 0
+
+
+def _level_or_gsd(parser: argparse.ArgumentParser) -> None:
+    group = parser.add_mutually_exclusive_group()
+    group.add_argument("--gsd", type=float, help="ground sample distance in metres per pixel (e.g. 0.5)")
+    group.add_argument("--level", type=float, help="zoom level 0..24 (17 = 1 m/px; 0 = unknown)")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from text2earth.cli.data import register as register_data_tools
+    from text2earth.cli.enhance import register as register_enhance
+
+    parser = argparse.ArgumentParser(prog="text2earth", description="Text-driven remote-sensing image generation.")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    gen = sub.add_parser("generate", help="text -> images at a chosen ground resolution")
+    gen.add_argument(
+        "prompt", nargs="+", help="one or more captions (the published '17_GOOGLE_LEVEL_...' form works too)"
+    )
+    gen.add_argument("--model", required=True, help="local model folder in the published Text2Earth layout")
+    _level_or_gsd(gen)
+    gen.add_argument("--n", type=int, default=4, help="images per prompt")
+    gen.add_argument("--seed", type=int, default=0, help="seed of the first image; image i uses seed + i")
+    gen.add_argument("--steps", type=int, default=50)
+    gen.add_argument("--guidance", type=float, default=4.0, help="classifier-free guidance scale")
+    gen.add_argument("--level-guidance", type=float, default=None, help="separate guidance scale for the resolution")
+    gen.add_argument("--negative", default=None, help="negative prompt (replaces the empty unconditional caption)")
+    gen.add_argument("--scheduler", default=None, help="euler | ddim | dpmpp_2m | ddpm (default: the folder's)")
+    gen.add_argument("--height", type=int, default=None)
+    gen.add_argument("--width", type=int, default=None)
+    gen.add_argument("--device", default=None, help="cpu | cuda (default: cuda when available)")
+    gen.add_argument("--modality", default="rgb", help="rgb | nir | pan | sar: loads the model's LoRA (MODEL/lora/M)")
+    gen.add_argument("--lora", default=None, help="a LoRA adapter folder (overrides --modality's default adapter)")
+    gen.add_argument("--lora-scale", type=float, default=1.0, help="LoRA strength (0 = the base model)")
+    gen.add_argument("--out", required=True, help="output folder")
+    gen.set_defaults(func=_generate)
+
+    tr = sub.add_parser("translate", help="image-to-image translation with a ControlNet (pan2rgb, nir2rgb, ...)")
+    tr.add_argument("input", help="condition image: single-band PNG/TIFF (8/16 bit) for pan/nir/sar, RGB otherwise")
+    tr.add_argument("--task", required=True, help="pan2rgb | nir2rgb | pan2nir | sar2rgb | sr_x2 | sr_x4 | dehaze")
+    tr.add_argument("--out", required=True, help="output image (.png; single-band targets: .png or .tif)")
+    tr.add_argument("--translator", default=None, help="translator folder (default: weights/translate/TASK)")
+    tr.add_argument("--model", default=None, help="base model folder (default: the one the translator names)")
+    tr.add_argument("--prompt", default="", help="optional caption")
+    _level_or_gsd(tr)
+    tr.add_argument("--steps", type=int, default=20)
+    tr.add_argument("--guidance", type=float, default=1.0, help="classifier-free guidance (1 = off)")
+    tr.add_argument("--conditioning-scale", type=float, default=1.0)
+    tr.add_argument("--seed", type=int, default=0)
+    tr.add_argument(
+        "--dn-range",
+        type=float,
+        nargs=2,
+        default=None,
+        metavar=("LO", "HI"),
+        help="16-bit input: DN mapped to 0..1 (default: the image's 1st..99th percentiles; the translator's "
+        "translate.json lists the per-sensor stretch it was trained with)",
+    )
+    tr.add_argument("--bits", type=int, default=8, choices=(8, 16), help="bit depth of a single-band output")
+    tr.add_argument("--device", default=None)
+    tr.set_defaults(func=_translate)
+
+    train = sub.add_parser("train", help="train with Hydra: text2earth train experiment=demo key=value ...")
+    train.add_argument("overrides", nargs=argparse.REMAINDER, help="Hydra overrides")
+    train.set_defaults(func=_train)
+
+    evaluate = sub.add_parser("evaluate", help="FID/KID, CLIP score, zero-shot OA, resolution fidelity (Hydra)")
+    evaluate.add_argument("overrides", nargs=argparse.REMAINDER, help="Hydra overrides, e.g. eval_data=rsicd")
+    evaluate.set_defaults(func=_evaluate)
+
+    export = sub.add_parser("export", help="training checkpoint -> diffusers folder (EMA weights, safetensors)")
+    export.add_argument("checkpoint")
+    export.add_argument("--out", required=True)
+    export.add_argument("--no-ema", action="store_true", help="export the raw trained weights instead of the EMA")
+    export.set_defaults(func=_export)
+
+    info = sub.add_parser("info", help="parameter counts of a model preset")
+    info.add_argument("--preset", default="text2earth_sd2")
+    info.set_defaults(func=_info)
+
+    data = sub.add_parser("data", help="dataset tools")
+    data_sub = data.add_subparsers(dest="data_command", required=True)
+    emb = data_sub.add_parser("build-embedded", help="cut the real Landsat-8 / Sentinel-2 scenes into shards")
+    emb.add_argument("--out", default="data/embedded")
+    emb.add_argument("--tile", type=int, default=64)
+    emb.set_defaults(func=_build_embedded)
+    cache = data_sub.add_parser("cache-latents", help="encode shard images with the VAE once (training skips the VAE)")
+    cache.add_argument("shards", help="brace pattern, glob, folder or list file")
+    cache.add_argument("--model", required=True, help="a model folder (its vae/) or a VAE folder")
+    cache.add_argument("--out", required=True)
+    cache.add_argument("--image-size", type=int, default=None, help="default: the VAE's sample size")
+    cache.add_argument("--batch-size", type=int, default=64)
+    cache.add_argument("--flip", action="store_true", help="also cache the latents of the flipped image")
+    cache.set_defaults(func=_cache_latents)
+    register_data_tools(data_sub)
+    pairs = data_sub.add_parser("build-pairs", help="paired shards for translation + single-modality shards (LoRA)")
+    pairs.add_argument("--embedded", default="data/embedded")
+    pairs.add_argument("--out", default="data/pairs")
+    pairs.add_argument("--sets", nargs="*", default=None, help="tasks and/or modality_{nir,pan,sar} (default: all)")
+    pairs.add_argument("--max-per-split", type=int, default=None, help="keep only the first N pairs of each split")
+    pairs.set_defaults(func=_build_pairs)
+
+    edit = sub.add_parser("edit", help="repaint the white part of a mask from a prompt (inpainting model)")
+    edit.add_argument("image", help="the image to edit (RGB)")
+    edit.add_argument("mask", help="single-channel mask of the same size, white = repaint")
+    edit.add_argument("prompt", help="what to paint there")
+    _sampling_options(edit, "a local folder holding a 9-channel inpainting UNet (Text2Earth-inpainting layout)")
+    edit.add_argument("--paste-back", action="store_true", help="keep unmasked pixels exactly (feathered edge)")
+    edit.add_argument("--out", required=True, help="output PNG")
+    edit.set_defaults(func=_edit)
+
+    outpaint = sub.add_parser("outpaint", help="an unbounded scene: a canvas grown from tiles at one resolution")
+    outpaint.add_argument("prompt")
+    _sampling_options(outpaint, "inpainting folder (--mode tiles) or text-to-image folder (--mode joint)")
+    outpaint.add_argument(
+        "--mode",
+        choices=("tiles", "joint"),
+        default="tiles",
+        help="tiles: tile by tile with the inpainting model; joint: MultiDiffusion with the text-to-image model",
+    )
+    outpaint.add_argument("--width", type=int, required=True)
+    outpaint.add_argument("--height", type=int, required=True)
+    outpaint.add_argument("--tile", type=int, default=256, help="tile side in pixels (the model's image size)")
+    outpaint.add_argument("--overlap", type=int, default=64)
+    outpaint.add_argument("--init", default=None, help="image placed at the top-left corner to grow from (tiles mode)")
+    outpaint.add_argument("--out", required=True, help="output PNG (a .tif GeoTIFF and a .json report beside it)")
+    outpaint.set_defaults(func=_outpaint)
+
+    register_enhance(sub)
+    return parser
+
+
+def _sampling_options(parser: argparse.ArgumentParser, model_help: str) -> None:
+    parser.add_argument("--model", required=True, help=model_help)
+    _level_or_gsd(parser)
+    parser.add_argument("--steps", type=int, default=50)
+    parser.add_argument("--guidance", type=float, default=4.0, help="classifier-free guidance scale")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--feather", type=int, default=8, help="pixels over which new content blends into kept pixels")
+    parser.add_argument("--device", default=None, help="cpu | cuda (default: cuda when available)")
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.disable_progress_bar()  # weight-loading bars would bury our own output
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        code = args.func(args)
+    except USER_ERRORS as exc:
+        if os.environ.get("TEXT2EARTH_DEBUG"):
+            raise
+        print(f"text2earth: error: {exc}", file=sys.stderr)
+        return 2
+    return int(code or 0)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

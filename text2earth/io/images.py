@@ -1,0 +1,274 @@
+"""The one place images are converted, read, written and laid out in grids.
+
+Conventions: numpy arrays are channel-last (``H,W[,C]`` or ``N,H,W,C``), torch tensors channel-first
+(``C,H,W`` or ``N,C,H,W``), as the pipelines' ``"np"`` and ``"pt"`` outputs are. Float values are read
+in ``value_range`` (``(0, 1)`` for pipeline outputs, ``(-1, 1)`` for VAE / model space); nothing
+guesses the range from the data, because a dark ``[-1, 1]`` image would be guessed wrong.
+"""
+
+from __future__ import annotations
+
+import io
+import math
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import PIL.Image
+from PIL import ImageDraw, ImageFont, PngImagePlugin
+
+from text2earth.io.files import atomic_path
+
+ImageLike = PIL.Image.Image | np.ndarray | Any  # Any: a torch.Tensor, without importing torch here
+
+
+class ImageReadError(ValueError):
+    """A file that exists but is not a decodable image."""
+
+
+def to_uint8(image: Any, value_range: tuple[float, float] = (0.0, 1.0)) -> np.ndarray:
+    """A uint8 channel-last array from an array or tensor with float values in ``value_range``.
+
+    uint8 input is returned unchanged (tensors moved to channel-last). Values outside the range are
+    clipped; rounding matches diffusers' ``numpy_to_pil`` (``round(x * 255)``).
+    """
+    if isinstance(image, PIL.Image.Image):
+        return np.asarray(image)
+    if hasattr(image, "detach"):  # torch.Tensor: channel-first -> channel-last
+        tensor = image.detach().cpu()
+        if tensor.ndim == 3:
+            tensor = tensor.permute(1, 2, 0)
+        elif tensor.ndim == 4:
+            tensor = tensor.permute(0, 2, 3, 1)
+        array = tensor.float().numpy() if tensor.is_floating_point() else tensor.numpy()
+    else:
+        array = np.asarray(image)
+    if array.ndim not in (2, 3, 4):
+        raise ValueError(f"expected an image of 2 to 4 dimensions, got shape {array.shape}")
+    if array.dtype == np.uint8:
+        return array
+    if array.dtype == np.bool_:
+        return array.astype(np.uint8) * 255
+    low, high = (float(v) for v in value_range)
+    if not high > low:
+        raise ValueError(f"value_range must be (low, high) with high > low, got {value_range!r}")
+    scaled = (array.astype(np.float32) - low) / (high - low)
+    return (np.clip(scaled, 0.0, 1.0) * 255).round().astype(np.uint8)
+
+
+def to_pil(image: ImageLike, value_range: tuple[float, float] = (0.0, 1.0)) -> PIL.Image.Image:
+    """One PIL image (RGB, RGBA or L) from a PIL image, array or tensor."""
+    if isinstance(image, PIL.Image.Image):
+        return image
+    array = to_uint8(image, value_range)
+    if array.ndim == 4:
+        if array.shape[0] != 1:
+            raise ValueError(f"expected one image, got a batch of {array.shape[0]}")
+        array = array[0]
+    if array.ndim == 3 and array.shape[-1] == 1:
+        array = array[..., 0]
+    if array.ndim == 3 and array.shape[-1] not in (3, 4):
+        raise ValueError(f"expected 1, 3 or 4 channels, got shape {array.shape}")
+    return PIL.Image.fromarray(array)
+
+
+def encode_png(array: np.ndarray, compress_level: int = 1) -> bytes:
+    """A uint8 / uint16 array (H x W or H x W x C) as PNG bytes: a shard member, written fast and lossless."""
+    buffer = io.BytesIO()
+    PIL.Image.fromarray(array).save(buffer, format="PNG", compress_level=compress_level)
+    return buffer.getvalue()
+
+
+def save_png(
+    image: ImageLike,
+    path: str | Path,
+    text: Mapping[str, Any] | None = None,
+    value_range: tuple[float, float] = (0.0, 1.0),
+) -> Path:
+    """Write a PNG with ``text`` as tEXt chunks (prompt, level, gsd_m, seed ...), atomically.
+
+    The file is written under a temporary name in the same folder and renamed, so a reader (or a
+    crash) never sees half a file. ``None`` values are skipped; other values are stored as ``str``.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    info = PngImagePlugin.PngInfo()
+    for key, value in (text or {}).items():
+        if value is not None:
+            info.add_text(str(key), str(value))
+    pil = to_pil(image, value_range)
+    with atomic_path(path) as tmp:
+        pil.save(tmp, format="PNG", pnginfo=info)
+    return path
+
+
+def read_png_text(path: str | Path) -> dict[str, str]:
+    """The tEXt / iTXt chunks of a PNG as a dict (empty if it has none)."""
+    with _open(path) as image:
+        return dict(getattr(image, "text", {}) or {})
+
+
+def _open(path: str | Path) -> PIL.Image.Image:
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"image file {str(path)!r} does not exist")
+    try:
+        image = PIL.Image.open(path)
+        image.load()
+    except (PIL.UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
+        raise ImageReadError(f"cannot decode image {str(path)!r}: {exc}") from exc
+    return image
+
+
+def load_image(path: str | Path) -> PIL.Image.Image:
+    """An image file in its stored mode (L, RGB, ...; file closed), with the errors of :func:`load_rgb`."""
+    with _open(path) as image:
+        return image.copy()
+
+
+def load_rgb(path: str | Path) -> PIL.Image.Image:
+    """An image file as an RGB PIL image (file closed); clear errors for missing or undecodable files."""
+    with _open(path) as image:
+        return image.convert("RGB")
+
+
+def decode_rgb(data: bytes, name: str = "<bytes>") -> PIL.Image.Image:
+    """Encoded image bytes (a shard member) as an RGB PIL image; ``ImageReadError`` when undecodable."""
+    try:
+        with PIL.Image.open(io.BytesIO(data)) as image:
+            image.load()  # the full decode: corrupt data fails here
+            return image if image.mode == "RGB" else image.convert("RGB")  # no copy for RGB (the loader's hot path)
+    except (PIL.UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
+        raise ImageReadError(f"cannot decode image {name}: {exc}") from exc
+
+
+def make_grid(
+    images: Sequence[ImageLike],
+    nrow: int = 8,
+    padding: int = 2,
+    fill: tuple[int, int, int] = (255, 255, 255),
+    value_range: tuple[float, float] = (0.0, 1.0),
+) -> PIL.Image.Image:
+    """Images laid out ``nrow`` per row (as in torchvision), separated by ``padding`` pixels of ``fill``.
+
+    A batched array/tensor counts as a sequence of images. Cells take the size of the first image.
+    """
+    pils = _as_pil_list(images, value_range)
+    if not pils:
+        raise ValueError("make_grid needs at least one image")
+    if nrow < 1:
+        raise ValueError(f"nrow must be >= 1, got {nrow}")
+    w, h = pils[0].size
+    cols = min(nrow, len(pils))
+    rows = math.ceil(len(pils) / cols)
+    grid = PIL.Image.new("RGB", (cols * w + (cols + 1) * padding, rows * h + (rows + 1) * padding), fill)
+    for i, img in enumerate(pils):
+        r, c = divmod(i, cols)
+        grid.paste(_fit(img, (w, h)), (padding + c * (w + padding), padding + r * (h + padding)))
+    return grid
+
+
+def labelled_grid(
+    rows: Sequence[Sequence[ImageLike]],
+    row_labels: Sequence[str] | None = None,
+    col_labels: Sequence[str] | None = None,
+    cell_size: int | tuple[int, int] | None = None,
+    padding: int = 4,
+    font_size: int = 12,
+    value_range: tuple[float, float] = (0.0, 1.0),
+) -> PIL.Image.Image:
+    """A figure grid with text labels in white margins, e.g. rows = prompts, columns = levels.
+
+    ``cell_size`` (an int for square cells, or ``(width, height)``) resizes every image; by default
+    cells take the size of the first image. Long row labels are wrapped to a margin at most two
+    cells wide.
+    """
+    rows = [_as_pil_list(r, value_range) for r in rows]
+    if not rows or not any(rows):
+        raise ValueError("labelled_grid needs at least one image")
+    n_cols = max(len(r) for r in rows)
+    if row_labels is not None and len(row_labels) != len(rows):
+        raise ValueError(f"got {len(row_labels)} row labels for {len(rows)} rows")
+    if col_labels is not None and len(col_labels) != n_cols:
+        raise ValueError(f"got {len(col_labels)} column labels for {n_cols} columns")
+    first = next(img for r in rows for img in r)
+    if cell_size is None:
+        cw, ch = first.size
+    elif isinstance(cell_size, int):
+        cw = ch = cell_size
+    else:
+        cw, ch = cell_size
+
+    font = load_font(font_size)
+    measure = ImageDraw.Draw(PIL.Image.new("RGB", (1, 1)))
+    line_h = _text_size(measure, "Ag", font)[1]
+    row_texts = [_wrap(measure, str(t), font, 2 * cw) for t in row_labels] if row_labels else []
+    col_texts = [_wrap(measure, str(t), font, cw) for t in col_labels] if col_labels else []
+    left = max((max(_text_size(measure, ln, font)[0] for ln in lines) for lines in row_texts), default=0)
+    left = left + 2 * padding if row_texts else 0
+    top = max((len(lines) for lines in col_texts), default=0) * (line_h + 2)
+    top = top + 2 * padding if col_texts else 0
+
+    width = left + n_cols * (cw + padding) + padding
+    height = top + len(rows) * (ch + padding) + padding
+    canvas = PIL.Image.new("RGB", (width, height), (255, 255, 255))
+    draw = ImageDraw.Draw(canvas)
+    for c, lines in enumerate(col_texts):
+        x0 = left + padding + c * (cw + padding)
+        for k, line in enumerate(lines):
+            tw = _text_size(draw, line, font)[0]
+            draw.text((x0 + (cw - tw) // 2, padding + k * (line_h + 2)), line, fill=(0, 0, 0), font=font)
+    for r, row in enumerate(rows):
+        y0 = top + padding + r * (ch + padding)
+        for c, img in enumerate(row):
+            canvas.paste(_fit(img, (cw, ch)), (left + padding + c * (cw + padding), y0))
+        if row_texts:
+            lines = row_texts[r]
+            block = len(lines) * (line_h + 2)
+            for k, line in enumerate(lines):
+                draw.text((padding, y0 + max(0, (ch - block) // 2) + k * (line_h + 2)), line, fill=(0, 0, 0), font=font)
+    return canvas
+
+
+def _as_pil_list(images: Any, value_range: tuple[float, float]) -> list[PIL.Image.Image]:
+    if isinstance(images, PIL.Image.Image):
+        return [images]
+    if isinstance(images, np.ndarray) or hasattr(images, "detach"):
+        if images.ndim == 4:  # a batch
+            return [to_pil(img, value_range) for img in images]
+        return [to_pil(images, value_range)]
+    return [to_pil(img, value_range) for img in images]
+
+
+def _fit(image: PIL.Image.Image, size: tuple[int, int]) -> PIL.Image.Image:
+    image = image.convert("RGB")
+    return image if image.size == size else image.resize(size, PIL.Image.Resampling.BICUBIC)
+
+
+def load_font(size: int) -> ImageFont.ImageFont | ImageFont.FreeTypeFont:
+    try:
+        return ImageFont.load_default(size=size)
+    except (TypeError, OSError, ImportError):  # Pillow without FreeType: the fixed bitmap font
+        return ImageFont.load_default()
+
+
+def _text_size(draw: ImageDraw.ImageDraw, text: str, font: Any) -> tuple[int, int]:
+    x0, y0, x1, y1 = draw.textbbox((0, 0), text, font=font)
+    return x1 - x0, y1 - y0
+
+
+def _wrap(draw: ImageDraw.ImageDraw, text: str, font: Any, max_width: int) -> list[str]:
+    """Greedy word wrap to ``max_width`` pixels (a single over-long word keeps its own line)."""
+    lines: list[str] = []
+    for paragraph in text.split("\n"):
+        current = ""
+        for word in paragraph.split():
+            candidate = f"{current} {word}".strip()
+            if current and _text_size(draw, candidate, font)[0] > max_width:
+                lines.append(current)
+                current = word
+            else:
+                current = candidate
+        lines.append(current)
+    return lines

@@ -1,0 +1,1 @@
+"""Training: LightningModules, task variants, optimiser recipe, EMA weights, export, the fit run."""

@@ -1,0 +1,218 @@
+"""LatentDiffusionModule: the Lightning training module for Text2Earth-style latent diffusion.
+
+Frozen VAE and text encoder, trainable UNet conditioned on caption (cross-attention) and zoom level
+(class embedding). The module is built from plain config (``_recursive_: false`` in Hydra) so a
+checkpoint alone rebuilds it: ``LatentDiffusionModule.load_from_checkpoint(path)``.
+
+Batch contract (see data_modules): ``pixel_values`` (B,3,H,W in [-1,1]) *or* ``latents`` (B,4,h,w,
+already multiplied by the VAE scaling factor: a latent cache skips the VAE), ``caption`` (list of str)
+*or* ``encoder_hidden_states`` (cached text features), and ``level`` (B floats, 0 = unknown).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import lightning as L
+import torch
+import torch.nn.functional as F
+from diffusers import DDPMScheduler, EulerDiscreteScheduler
+from diffusers.models.attention_processor import AttnProcessor2_0
+
+from text2earth.core.config import make_hparams_plain
+from text2earth.io.files import atomic_directory
+from text2earth.models.components import Components, build_components, save_folder
+from text2earth.models.conditioning import drop_conditions, encode_ids, encode_text, level_class_labels, tokenize
+from text2earth.models.controlnet import controlled_prediction
+from text2earth.models.inpainting import inpaint_model_input, is_inpainting_unet, mask_and_masked_latents
+from text2earth.models.losses import diffusion_target, min_snr_weights, sample_noise
+from text2earth.models.masks import MaskGenerator
+from text2earth.training.optim import configure_optimization
+from text2earth.training.variants import build_variant, export_variant
+
+FROZEN_PARTS = ("vae", "text_encoder")
+
+
+class LatentDiffusionModule(L.LightningModule):
+    def __init__(
+        self,
+        components: dict[str, Any],
+        optimizer: dict[str, Any],
+        lr_scheduler: dict[str, Any] | None = None,
+        p_text: float = 0.1,
+        p_level: float = 0.1,
+        snr_gamma: float | None = 5.0,
+        noise_offset: float = 0.0,
+        gradient_checkpointing: bool = False,
+        compile: bool = False,
+        save_frozen_in_checkpoint: bool = True,
+        lora: dict[str, Any] | None = None,
+        controlnet: dict[str, Any] | None = None,
+        inpainting: dict[str, Any] | None = None,
+    ) -> None:
+        super().__init__()
+        self.save_hyperparameters()
+        make_hparams_plain(self.hparams)
+        parts: Components = build_components(**self.hparams.components)
+        self.vae = parts.vae
+        self.text_encoder = parts.text_encoder
+        self.unet = parts.unet
+        # A 9-channel UNet trains on random masks (``inpainting``: MaskGenerator settings).
+        self.mask_generator = MaskGenerator(**(inpainting or {})) if is_inpainting_unet(self.unet) else None
+        if inpainting is not None and self.mask_generator is None:
+            raise ValueError("an inpainting config needs a 9-channel UNet: set model.components.inpainting=true")
+        self.tokenizer = parts.tokenizer
+        self.level_scale = parts.level_scale
+        # Training always uses the DDPM forward process of the model's own beta schedule.
+        self.noise_scheduler = DDPMScheduler.from_config(parts.scheduler.config)
+        for frozen in (self.vae, self.text_encoder):
+            frozen.requires_grad_(False)
+            frozen.eval()
+        self.unet.set_attn_processor(AttnProcessor2_0())  # PyTorch SDPA kernels
+        # Task variants (text2earth.training.variants): a LoRA on the UNet (cross-modal generation) or a
+        # ControlNet beside it (translation); either way the UNet's own weights stay frozen.
+        self.controlnet = build_variant(self.unet, self.vae, lora, controlnet)
+        if gradient_checkpointing:
+            self.unet.enable_gradient_checkpointing()
+        if compile:
+            self.unet.compile()  # in place: state-dict keys stay those of the plain UNet
+        # Frozen weights that come from a folder are rebuilt from config on load, not re-saved.
+        self.strict_loading = save_frozen_in_checkpoint
+        self._null_text: torch.Tensor | None = None
+
+    # -- frozen parts -----------------------------------------------------------------------------
+    def train(self, mode: bool = True) -> LatentDiffusionModule:
+        super().train(mode)
+        for frozen in (self.vae, self.text_encoder):
+            frozen.eval()  # never leave eval mode, whatever Lightning toggles
+        return self
+
+    def on_fit_start(self) -> None:
+        # Under bf16/fp16 mixed precision the frozen nets run entirely in that dtype: half the memory.
+        dtype = {"bf16-mixed": torch.bfloat16, "16-mixed": torch.float16}.get(str(self.trainer.precision))
+        if dtype is not None:
+            self.vae.to(dtype=dtype)
+            self.text_encoder.to(dtype=dtype)
+
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        if not self.hparams.save_frozen_in_checkpoint:
+            state = checkpoint["state_dict"]
+            for key in [k for k in state if k.split(".", 1)[0] in FROZEN_PARTS]:
+                del state[key]
+
+    @property
+    def components(self) -> Components:
+        """The current parts, for pipelines and export (shared, not copied)."""
+        scheduler = EulerDiscreteScheduler.from_config(self.noise_scheduler.config)
+        return Components(self.vae, self.text_encoder, self.tokenizer, self.unet, scheduler, self.level_scale)
+
+    # -- conditioning -----------------------------------------------------------------------------
+    @torch.no_grad()
+    def encode_images(self, pixel_values: torch.Tensor) -> torch.Tensor:
+        pixels = pixel_values.to(device=self.device, dtype=self.vae.dtype)
+        latents = self.vae.encode(pixels).latent_dist.sample()
+        return latents.float() * self.vae.config.scaling_factor
+
+    def null_text_embedding(self) -> torch.Tensor:
+        if self._null_text is None or self._null_text.device != self.device:
+            self._null_text = encode_text(self.text_encoder, self.tokenizer, [""], self.device).float()
+        return self._null_text
+
+    def conditions(self, batch: dict[str, Any], drop: bool) -> tuple[torch.Tensor, torch.Tensor]:
+        """Text features and class labels for a batch, with independent dropout when ``drop``."""
+        levels = torch.as_tensor(batch["level"], dtype=torch.float32, device=self.device)
+        p_text, p_level = (self.hparams.p_text, self.hparams.p_level) if drop else (0.0, 0.0)
+        if "encoder_hidden_states" in batch:
+            text = batch["encoder_hidden_states"].to(self.device).float()
+            dropped, levels = drop_conditions([" "] * len(levels), levels, p_text, p_level)
+            mask = torch.tensor([c == "" for c in dropped], device=self.device)
+            text = torch.where(mask[:, None, None], self.null_text_embedding().expand_as(text), text)
+        elif "input_ids" in batch:  # tokenised in the DataLoader workers: a dropped caption gets the empty prompt's ids
+            captions, levels = drop_conditions(batch["caption"], levels, p_text, p_level)
+            ids = batch["input_ids"].to(self.device)
+            dropped = torch.tensor([c == "" for c in captions], device=self.device)
+            ids = torch.where(dropped[:, None], tokenize(self.tokenizer, [""]).to(self.device), ids)
+            text = encode_ids(self.text_encoder, ids).float()
+        else:
+            captions, levels = drop_conditions(batch["caption"], levels, p_text, p_level)
+            text = encode_text(self.text_encoder, self.tokenizer, captions, self.device).float()
+        return text, level_class_labels(levels, self.level_scale).to(self.device)
+
+    # -- objective --------------------------------------------------------------------------------
+    def diffusion_loss(
+        self, batch: dict[str, Any], drop: bool = True, generator: torch.Generator | None = None
+    ) -> torch.Tensor:
+        if "latents" in batch:
+            latents = batch["latents"].to(self.device).float()
+        else:
+            latents = self.encode_images(batch["pixel_values"])
+        text, class_labels = self.conditions(batch, drop)
+        noise = sample_noise(latents, self.hparams.noise_offset, generator)
+        n_steps = self.noise_scheduler.config.num_train_timesteps
+        timesteps = torch.randint(0, n_steps, (latents.shape[0],), device=self.device, generator=generator)
+        noisy = self.noise_scheduler.add_noise(latents, noise, timesteps)
+        prediction = self.predict(noisy, timesteps, text, class_labels, batch)
+        target = diffusion_target(self.noise_scheduler, latents, noise, timesteps)
+        per_sample = F.mse_loss(prediction.float(), target.float(), reduction="none").mean(dim=(1, 2, 3))
+        weights = min_snr_weights(self.noise_scheduler, timesteps, self.hparams.snr_gamma)
+        return (per_sample * weights).mean()
+
+    def predict(
+        self,
+        noisy: torch.Tensor,
+        timesteps: torch.Tensor,
+        text: torch.Tensor,
+        class_labels: torch.Tensor,
+        batch: dict[str, Any],
+    ) -> torch.Tensor:
+        """The network's output for noisy latents: the one place task variants (extra input channels,
+        control residuals) hook into the shared training step."""
+        if self.controlnet is not None:
+            return controlled_prediction(
+                self.unet, self.controlnet, noisy, timesteps, text, class_labels, batch["conditioning"]
+            )
+        if self.mask_generator is not None:
+            noisy = inpaint_model_input(noisy, *self.inpainting_inputs(batch))
+        return self.unet(noisy, timesteps, encoder_hidden_states=text, class_labels=class_labels).sample
+
+    def inpainting_inputs(self, batch: dict[str, Any]) -> tuple[torch.Tensor, torch.Tensor]:
+        """Random masks for the batch's images, as mask channel and masked-image latent."""
+        if "pixel_values" not in batch:
+            raise ValueError(
+                "inpainting trains from pixel batches (the masked image needs the VAE), not cached latents"
+            )
+        pixels = batch["pixel_values"].to(self.device)
+        # Validation uses the same masks every time, so val/loss curves compare across steps.
+        generator = None if self.training else torch.Generator().manual_seed(0)
+        masks = self.mask_generator(pixels.shape[0], pixels.shape[-2], pixels.shape[-1], generator)
+        return mask_and_masked_latents(self.vae, pixels, masks.to(self.device))
+
+    def training_step(self, batch: dict[str, Any], batch_idx: int) -> torch.Tensor:
+        loss = self.diffusion_loss(batch, drop=True)
+        batch_size = len(batch["level"])
+        self.log("train/loss", loss, prog_bar=True, batch_size=batch_size)
+        return loss
+
+    def validation_step(self, batch: dict[str, Any], batch_idx: int) -> torch.Tensor:
+        # Fixed noise and timesteps per batch index, so val/loss curves compare across steps.
+        generator = torch.Generator(device=self.device).manual_seed(1000 + batch_idx)
+        loss = self.diffusion_loss(batch, drop=False, generator=generator)
+        self.log("val/loss", loss, prog_bar=True, sync_dist=True, batch_size=len(batch["level"]))
+        return loss
+
+    # -- optimisation -----------------------------------------------------------------------------
+    def configure_optimizers(self) -> Any:
+        params = [p for p in self.parameters() if p.requires_grad]  # UNet, or only a LoRA / ControlNet
+        return configure_optimization(self, params, self.hparams.optimizer, self.hparams.lr_scheduler)
+
+    # -- export -----------------------------------------------------------------------------------
+    def export(self, folder: str | Path) -> Path:
+        """Write a diffusers folder in the published layout (safetensors) that pipelines load."""
+        self.float()  # folders hold fp32 weights, whatever precision training ran in (end of training)
+        if self.hparams.lora or self.controlnet is not None:  # an adapter / translator folder, not a model
+            return export_variant(self, folder)
+        class_name = "Text2EarthInpaintPipeline" if self.mask_generator is not None else "Text2EarthPipeline"
+        with atomic_directory(folder) as tmp:
+            save_folder(self.components, tmp, class_name)
+        return Path(folder)
