@@ -27,8 +27,12 @@ def checkout_root() -> Path | None:
 
 
 def _installed_share() -> list[Path]:
-    prefixes = {sysconfig.get_path("data"), sys.prefix, sys.base_prefix}
-    return [Path(p) / "share" / "text2earth" for p in prefixes if p]
+    """``<prefix>/share/text2earth`` of the install this package came from, then of the running interpreter."""
+    prefixes = []
+    if len(_PACKAGE_DIR.parents) > 3:  # <prefix>/lib/pythonX.Y/site-packages/text2earth (--prefix, --user, venv)
+        prefixes.append(_PACKAGE_DIR.parents[3])
+    prefixes += [Path(p) for p in (sysconfig.get_path("data"), sys.prefix) if p]
+    return [prefix / "share" / "text2earth" for prefix in dict.fromkeys(prefixes)]
 
 
 def _find(env: str, name: str) -> Path:
