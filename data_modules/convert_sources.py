@@ -30,6 +30,7 @@ import pyarrow.parquet as pq
 
 from data_modules.webdataset_datamodule import sample_level
 from text2earth.core.resolution import parse_prompt
+from text2earth.io.rsicd import RsicdEntry, read_rsicd_entries
 
 GIT10M_COLUMNS = (
     "image",
@@ -343,13 +344,6 @@ class FolderSource:
 # -- RSICD -----------------------------------------------------------------------------------------
 
 
-def rsicd_scene_class(filename: str) -> str | None:
-    """RSICD's class is the filename prefix (``denseresidential_12.jpg``); numbered files have none."""
-    stem = Path(filename).stem
-    prefix = stem.rsplit("_", 1)[0] if "_" in stem else stem
-    return None if prefix.isdigit() else prefix
-
-
 @dataclass(frozen=True)
 class RsicdSource:
     kind: ClassVar[str] = "rsicd"
@@ -361,10 +355,7 @@ class RsicdSource:
     def tasks(self, rows_per_task: int) -> list[Task]:
         if not Path(self.images).is_dir():
             raise NotADirectoryError(f"image folder not found: {self.images}")
-        data = json.loads(Path(self.annotations).read_text(encoding="utf-8"))
-        if not isinstance(data, dict) or not isinstance(data.get("images"), list):
-            raise ValueError(f"{self.annotations}: expected RSICD's {{'images': [...]}} layout")
-        rows = [im for im in data["images"] if self.split in (None, im.get("split"))]
+        rows = read_rsicd_entries(self.annotations, split=self.split)
         tasks = _split_tasks([(self.annotations, len(rows), self.split)], rows_per_task)
         return [
             Task(t.index, t.path, t.start, t.stop, t.first_key, t.split, tuple(rows[t.start : t.stop])) for t in tasks
@@ -373,23 +364,22 @@ class RsicdSource:
     def rows(self, task: Task) -> list[dict[str, Any]]:
         return list(task.rows)
 
-    def record(self, row: dict[str, Any], task: Task, row_index: int) -> Record:
-        filename = row.get("filename")
+    def record(self, row: RsicdEntry, task: Task, row_index: int) -> Record:
+        filename = row.filename
         if not filename:
             raise Skip("missing_image", "entry without filename")
         path = Path(self.images) / filename
         if not path.is_file():
             raise Skip("missing_image", f"{filename}: file not found")
-        captions = [s.get("raw", "").strip() for s in row.get("sentences", []) if isinstance(s, dict)]
-        captions = [c for c in captions if c]
+        captions = list(row.captions)
         caption = _caption(captions[0] if captions else None)
         meta: dict[str, Any] = {"id": filename, **resolution_meta(0.0, None), **_location(None, None)}
         meta.update(
             quality=None,
             source=self.name,
             modality="rgb",
-            split=row.get("split"),
-            scene_class=rsicd_scene_class(filename),
+            split=row.split,
+            scene_class=row.scene_class,
             captions=captions,
         )
         return Record(path.read_bytes(), caption, meta)

@@ -10,7 +10,6 @@ from __future__ import annotations
 import json
 import logging
 import os
-from pathlib import Path
 from typing import Any
 
 import lightning as L
@@ -125,21 +124,12 @@ class EnhanceDataModule(L.LightningDataModule):
         self.val_urls: list[str] = []
 
     def prepare_data(self) -> None:
-        folder = self.hparams.build_embedded_if_missing
-        if not folder:
-            return
-        try:
-            expand_shards(self.hparams.train_shards, split="train")
-            expand_shards(self.hparams.val_shards, split="val")
-            # Shards without the manifest are a build that never finished.
-            missing = not (Path(folder) / "manifest.json").is_file()
-        except FileNotFoundError:
-            missing = True
-        if missing:
-            from data_modules.embedded import build_embedded_shards
+        if self.hparams.build_embedded_if_missing:
+            from data_modules.embedded import ensure_embedded
 
-            log.info("shards missing: building the embedded real tiles in %s", folder)
-            build_embedded_shards(folder, seed=0)
+            ensure_embedded(
+                self.hparams.build_embedded_if_missing, (self.hparams.train_shards, self.hparams.val_shards)
+            )
 
     def setup(self, stage: str | None = None) -> None:
         if self.trainer is None:  # used on its own (evaluation, tests): nobody else calls prepare_data

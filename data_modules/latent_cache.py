@@ -20,10 +20,9 @@ import webdataset as wds
 from diffusers import AutoencoderKL
 from tqdm import tqdm
 
-from data_modules.embedded import read_shard_samples
 from data_modules.webdataset_datamodule import IMAGE_KEYS, to_pixel_values
 from text2earth.io.images import ImageReadError, decode_rgb
-from text2earth.io.shards import expand_shards
+from text2earth.io.shards import expand_shards, read_shard_samples
 
 
 def load_vae(folder: str | Path) -> AutoencoderKL:

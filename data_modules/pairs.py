@@ -1,5 +1,5 @@
 """Paired-sample shards for image-to-image translation, and single-modality shards for LoRA, from the
-embedded real tiles (``data_modules/embedded.py``).
+embedded real tiles (``data_modules/embedded``).
 
 A pair sample is ``{key}.png`` (the target, 8-bit; single-band targets as greyscale PNG), ``{key}.cond.png``
 (the condition, same size), ``{key}.txt`` (the tile's caption) and ``{key}.json`` (the tile's metadata plus
@@ -33,14 +33,14 @@ import torch
 import webdataset as wds
 from tqdm.auto import tqdm
 
-from data_modules.embedded import read_shard_samples
+from data_modules.embedded import ensure_embedded
 from data_modules.webdataset_datamodule import ShardDataModule
 from text2earth.core.haze import add_haze, random_haze
 from text2earth.enhance.degradations import resize
 from text2earth.io.bands import TASKS, band_from_array, check_task
 from text2earth.io.files import atomic_directory
 from text2earth.io.images import decode_rgb, encode_png
-from text2earth.io.shards import expand_shards
+from text2earth.io.shards import expand_shards, read_shard_samples
 
 MODALITY_SETS = ("nir", "pan", "sar")  # single-modality shards for the text-to-X LoRAs
 PERCENTILES = (1.0, 99.0)
@@ -262,8 +262,5 @@ class PairShardDataModule(ShardDataModule):
     def prepare_data(self) -> None:
         if (Path(self.pairs_dir) / self.pair_set / "pairs.json").is_file():
             return
-        if not (Path(self.embedded_dir) / "manifest.json").is_file():
-            from data_modules.embedded import build_embedded_shards
-
-            build_embedded_shards(self.embedded_dir, seed=0)
+        ensure_embedded(self.embedded_dir)
         build_pair_shards(self.embedded_dir, self.pairs_dir, [self.pair_set])

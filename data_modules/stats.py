@@ -21,7 +21,6 @@ from typing import Any
 
 import numpy as np
 import PIL.Image
-import webdataset as wds
 from PIL import ImageDraw
 from tqdm.auto import tqdm
 
@@ -29,7 +28,7 @@ import text2earth
 from data_modules.webdataset_datamodule import SkipCounter, sample_level
 from text2earth.io.files import write_atomic
 from text2earth.io.images import load_font, save_png
-from text2earth.io.shards import expand_shards
+from text2earth.io.shards import expand_shards, iter_samples
 
 BACKGROUND = (24, 28, 38)
 LAND = (58, 64, 78)
@@ -54,13 +53,12 @@ def collect(shards: Any) -> dict[str, Any]:
     """One pass over the shards: locations, levels, quality scores, caption lengths, sources, modalities."""
     urls = expand_shards(shards)
     skips = SkipCounter()
-    pipeline = wds.DataPipeline(wds.SimpleShardList(urls), wds.tarfile_to_samples(handler=skips))
     lats, lons, quality, words = [], [], [], []
     levels: Counter = Counter()
     sources: Counter = Counter()
     modalities: Counter = Counter()
     samples = bad = 0
-    for sample in tqdm(pipeline, desc="stats", unit="sample"):
+    for sample in tqdm(iter_samples(urls, handler=skips), desc="stats", unit="sample"):
         try:
             meta = json.loads(sample.get("json") or b"{}")
             caption = sample["txt"].decode("utf-8") if "txt" in sample else meta.get("caption", "")

@@ -422,24 +422,12 @@ class ShardDataModule(LightningDataModule):
         """Corrupt samples skipped so far (all workers together)."""
         return self.skips.count
 
-    def _missing(self) -> bool:
-        try:
-            expand_shards(self.train_shards, split="train")
-            if self.val_shards is not None:
-                expand_shards(self.val_shards, split="val")
-        except FileNotFoundError:
-            return True
-        folder = Path(self.build_embedded_if_missing) if self.build_embedded_if_missing else None
-        # Shards without the manifest are a build that never finished: build again.
-        return folder is not None and folder.is_dir() and not (folder / "manifest.json").is_file()
-
     def prepare_data(self) -> None:
         """Build the embedded shards when asked to and they are missing (Lightning: local rank 0 only)."""
-        if self.build_embedded_if_missing and self._missing():
-            from data_modules.embedded import build_embedded_shards
+        if self.build_embedded_if_missing:
+            from data_modules.embedded import ensure_embedded
 
-            log.info("shards missing: building the embedded real tiles in %s", self.build_embedded_if_missing)
-            build_embedded_shards(self.build_embedded_if_missing, seed=0)
+            ensure_embedded(self.build_embedded_if_missing, (self.train_shards, self.val_shards))
 
     def setup(self, stage: str | None = None) -> None:
         if self.trainer is None:  # used on its own (scripts, tests): nobody else calls prepare_data

@@ -24,9 +24,10 @@ import PIL.Image
 import torch
 import webdataset as wds
 
-from data_modules.embedded import build_embedded_shards, read_shard_samples
+from data_modules.embedded import ensure_embedded
 from data_modules.webdataset_datamodule import ShardDataModule
 from text2earth.io.files import atomic_path
+from text2earth.io.shards import iter_samples
 
 
 def make_jpeg_shards(embedded: Path, out: Path, n: int, per_shard: int = 250, size: int = 256) -> list[Path]:
@@ -36,9 +37,7 @@ def make_jpeg_shards(embedded: Path, out: Path, n: int, per_shard: int = 250, si
     done = (out / "bench.json").is_file() and json.loads((out / "bench.json").read_text()) == settings
     if done and all(p.is_file() for p in expected):
         return expected
-    if not (embedded / "manifest.json").is_file():
-        build_embedded_shards(embedded, progress=False)
-    tiles = (s for shard in sorted(embedded.glob("train-*.tar")) for s in read_shard_samples(shard))
+    tiles = iter_samples(ensure_embedded(embedded, progress=False), split="train")
     samples = list(islice(tiles, n))
     if len(samples) < n:
         raise ValueError(f"only {len(samples)} tiles in {embedded}, asked for {n}")
@@ -55,7 +54,7 @@ def make_jpeg_shards(embedded: Path, out: Path, n: int, per_shard: int = 250, si
 
 def plain_pil(shards: list[Path], repeats: int) -> float:
     """Samples/s of a plain decode loop over the JPEG bytes (read into memory beforehand); best epoch."""
-    jpegs = [s["jpg"] for shard in shards for s in read_shard_samples(shard)]
+    jpegs = [s["jpg"] for s in iter_samples(shards)]
     best = 0.0
     for _ in range(repeats):
         start = time.perf_counter()

@@ -12,12 +12,11 @@ import json
 from pathlib import Path
 
 import torch
-import webdataset as wds
 
 from text2earth.core.paths import shipped
 from text2earth.core.resolution import describe
-from text2earth.io.images import labelled_grid, save_png
-from text2earth.io.shards import expand_shards
+from text2earth.io.images import decode_rgb, labelled_grid, save_png
+from text2earth.io.shards import iter_samples
 
 # Captions in the embedded data's vocabulary (what the demo model has seen).
 DEFAULT_PROMPTS = [
@@ -35,13 +34,12 @@ def real_tiles_by_gsd(
 ) -> dict[float, list]:
     """The first ``per_gsd`` real tiles of one scene class at each ground resolution in the shards."""
     found: dict[float, list] = {g: [] for g in gsds}
-    dataset = wds.WebDataset(expand_shards(shards), shardshuffle=False, empty_check=False).decode("pil")
-    for sample in dataset:
-        meta = sample["json"]
+    for sample in iter_samples(shards):
+        meta = json.loads(sample["json"])
         gsd = float(meta["gsd_m"])
         wanted = meta.get("source") == source and meta.get("scene_class") == scene_class
         if wanted and gsd in found and len(found[gsd]) < per_gsd:
-            found[gsd].append(sample["png"].convert("RGB"))
+            found[gsd].append(decode_rgb(sample["png"], sample["__key__"]))
         if all(len(v) >= per_gsd for v in found.values()):
             break
     return found

@@ -48,7 +48,7 @@ def evaluate(
 
     ``save_inputs`` also writes the degraded inputs as ``out_dir/inputs/{source}/{key}.png`` (8-bit, exactly what
     the network saw), a ready folder for ``text2earth enhance --input-dir``; ``build_embedded_if_missing``: a
-    folder where the embedded tiles are built first when ``shards`` match nothing."""
+    folder where the embedded tiles are built first when missing (``ensure_embedded``)."""
     from data_modules.enhance import EnhanceDataModule
 
     net = load_rrdbnet(checkpoint)

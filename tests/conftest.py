@@ -38,9 +38,22 @@ def real_batch(embedded_shards):
 
 @pytest.fixture(scope="session")
 def embedded_shards(tmp_path_factory):
-    """The embedded real tiles (data_modules/embedded.py), built once per session; the shard folder."""
+    """The full embedded real tiles (3,652; data_modules/embedded), built once per session; the shard folder.
+
+    For tests that need the real counts, every level, or the trained-on tiles; others take ``embedded_small``.
+    """
     from data_modules.embedded import build_embedded_shards
 
     out = tmp_path_factory.mktemp("embedded")
     build_embedded_shards(out, progress=False)
+    return out
+
+
+@pytest.fixture(scope="session")
+def embedded_small(tmp_path_factory):
+    """Every 8th tile of each level and split of the full set (same tiles, keys, captions; ~460 tiles, ~4 s)."""
+    from data_modules.embedded import build_embedded_shards
+
+    out = tmp_path_factory.mktemp("embedded_small")
+    build_embedded_shards(out, progress=False, every=8)
     return out

@@ -15,17 +15,17 @@ import pytest
 
 from data_modules.convert import convert
 from data_modules.convert_sources import FolderSource, Git10mSource, RsicdSource, web_mercator_nw_corner
-from data_modules.embedded import read_shard_samples
 from data_modules.webdataset_datamodule import ShardDataModule
 from text2earth.cli.main import main
+from text2earth.io.shards import read_shard_samples
 
 NON_ASCII = "Küstenlinie: a harbour — 港口 with boats"
 
 
 @pytest.fixture(scope="module")
-def tiles(embedded_shards) -> list[bytes]:
+def tiles(embedded_small) -> list[bytes]:
     """Real 64-px tiles: 12 as JPEG, the rest as the original PNG bytes."""
-    pngs = [s["png"] for s in islice(read_shard_samples(Path(embedded_shards) / "val-000000.tar"), 24)]
+    pngs = [s["png"] for s in islice(read_shard_samples(Path(embedded_small) / "val-000000.tar"), 24)]
     out = []
     for i, data in enumerate(pngs):
         if i < 12:

@@ -233,7 +233,7 @@ def pairs_dir(embedded_shards, tmp_path_factory):
 
 
 def test_pair_shards_are_co_registered_real_pairs(pairs_dir):
-    from data_modules.embedded import read_shard_samples
+    from text2earth.io.shards import read_shard_samples
 
     report = json.loads((pairs_dir / "pan2rgb" / "pairs.json").read_text())
     assert report["counts"] == {"train": 8, "val": 8}
@@ -333,7 +333,7 @@ def trained_variants(pairs_dir, tmp_path_factory):
 
 
 def test_cli_translate_end_to_end(trained_variants, embedded_shards, tmp_path, capsys):
-    from data_modules.embedded import read_shard_samples
+    from text2earth.io.shards import read_shard_samples
 
     translator, _ = trained_variants
     sample = next(s for s in read_shard_samples(next(embedded_shards.glob("val-*.tar"))) if "pan.png" in s)

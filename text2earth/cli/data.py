@@ -1,4 +1,4 @@
-"""The ``text2earth data convert`` and ``text2earth data stats`` subcommands (registered by ``text2earth.cli.main``)."""
+"""The ``text2earth data ...`` subcommands (registered by ``text2earth.cli.main``): the only way in to ``data_modules``."""
 
 from __future__ import annotations
 
@@ -45,8 +45,82 @@ def _stats(args: argparse.Namespace) -> int:
     return 0
 
 
+def _build_embedded(args: argparse.Namespace) -> int:
+    from data_modules.embedded.build import build_embedded_shards
+    from data_modules.embedded.preview import write_preview
+
+    # The builder's own default when not given: one home for it.
+    per_level = {"tiles_per_level": args.tiles_per_level} if args.tiles_per_level is not None else {}
+    manifest = build_embedded_shards(
+        args.out,
+        tile_size=args.tile,
+        val_fraction=args.val_fraction,
+        max_per_shard=args.max_per_shard,
+        seed=args.seed,
+        progress=not args.quiet,
+        every=args.every,
+        **per_level,
+    )
+    split = manifest["counts"]["split"]
+    print(
+        f"wrote {split.get('train', 0)} train and {split.get('val', 0)} val tiles to {args.out} "
+        f"in {manifest['build_seconds']} s"
+    )
+    for lv in manifest["levels"]:
+        print(
+            f"  {lv['source']:9s} {lv['gsd_m']:5g} m  L{lv['level']:<7g} stride {lv['stride']:2d}  "
+            f"train {lv['train']:4d}  val {lv['val']:4d}  ({lv['resampling']})"
+        )
+    if args.preview:
+        print(f"preview: {write_preview(args.out, args.preview)}")
+    return 0
+
+
+def _cache_latents(args: argparse.Namespace) -> int:
+    from data_modules.latent_cache import cache_latents
+
+    counts = cache_latents(
+        args.shards, args.model, args.out, image_size=args.image_size, batch_size=args.batch_size, flip=args.flip
+    )
+    print(
+        f"cached {counts['samples']} latents in {counts['shards']} shards to {args.out} (skipped {counts['skipped']})"
+    )
+    return 0
+
+
+def _build_pairs(args: argparse.Namespace) -> int:
+    from data_modules.pairs import build_pair_shards, check_set
+
+    names = [check_set(s) for s in args.sets] if args.sets else None
+    reports = build_pair_shards(args.embedded, args.out, names, max_per_split=args.max_per_split)
+    for name, report in reports.items():
+        print(f"{name:>14}: {report['counts']['train']:5d} train {report['counts']['val']:5d} val")
+    return 0
+
+
 def register(data_sub: argparse._SubParsersAction) -> None:
-    """Add ``convert`` and ``stats`` to the ``text2earth data`` subcommands."""
+    """Add every ``text2earth data`` subcommand."""
+    emb = data_sub.add_parser("build-embedded", help="cut the real Landsat-8 / Sentinel-2 scenes into shards")
+    emb.add_argument("--out", default="data/embedded", help="output folder for the shards and manifest.json")
+    emb.add_argument("--preview", default=None, metavar="PNG", help="also write a PNG grid of tiles per level here")
+    emb.add_argument("--tile", "--tile-size", dest="tile", type=int, default=64, help="tile side in pixels")
+    emb.add_argument("--val-fraction", type=float, default=0.15, help="minimum width of each scene's held-out band")
+    emb.add_argument("--max-per-shard", type=int, default=1000)
+    emb.add_argument("--tiles-per-level", type=int, default=None, help="train tiles aimed at per level (default 350)")
+    emb.add_argument("--every", type=int, default=1, help="keep every N-th tile of each level (a quick subset)")
+    emb.add_argument("--seed", type=int, default=0)
+    emb.add_argument("--quiet", action="store_true", help="no progress bar")
+    emb.set_defaults(func=_build_embedded)
+
+    cache = data_sub.add_parser("cache-latents", help="encode shard images with the VAE once (training skips the VAE)")
+    cache.add_argument("shards", help="brace pattern, glob, folder or list file")
+    cache.add_argument("--model", required=True, help="a model folder (its vae/) or a VAE folder")
+    cache.add_argument("--out", required=True)
+    cache.add_argument("--image-size", type=int, default=None, help="default: the VAE's sample size")
+    cache.add_argument("--batch-size", type=int, default=64)
+    cache.add_argument("--flip", action="store_true", help="also cache the latents of the flipped image")
+    cache.set_defaults(func=_cache_latents)
+
     conv = data_sub.add_parser(
         "convert",
         help="Git-10M / image folder / RSICD -> size-bounded webdataset shards (parallel, resumable)",
@@ -75,3 +149,10 @@ def register(data_sub: argparse._SubParsersAction) -> None:
     stats.add_argument("--out", required=True)
     stats.add_argument("--cell", type=float, default=2.0, help="map cell size in degrees")
     stats.set_defaults(func=_stats)
+
+    pairs = data_sub.add_parser("build-pairs", help="paired shards for translation + single-modality shards (LoRA)")
+    pairs.add_argument("--embedded", default="data/embedded")
+    pairs.add_argument("--out", default="data/pairs")
+    pairs.add_argument("--sets", nargs="*", default=None, help="tasks and/or modality_{nir,pan,sar} (default: all)")
+    pairs.add_argument("--max-per-split", type=int, default=None, help="keep only the first N pairs of each split")
+    pairs.set_defaults(func=_build_pairs)

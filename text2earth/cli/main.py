@@ -97,36 +97,6 @@ def _info(args: argparse.Namespace) -> int:
     return 0
 
 
-def _build_embedded(args: argparse.Namespace) -> int:
-    from data_modules.embedded import build_embedded_shards
-
-    manifest = build_embedded_shards(args.out, tile_size=args.tile)
-    split = manifest["counts"]["split"]
-    print(f"wrote {split.get('train', 0)} train and {split.get('val', 0)} val tiles to {args.out}")
-    return 0
-
-
-def _cache_latents(args: argparse.Namespace) -> int:
-    from data_modules.latent_cache import cache_latents
-
-    counts = cache_latents(
-        args.shards, args.model, args.out, image_size=args.image_size, batch_size=args.batch_size, flip=args.flip
-    )
-    print(
-        f"cached {counts['samples']} latents in {counts['shards']} shards to {args.out} (skipped {counts['skipped']})"
-    )
-    return 0
-
-
-def _build_pairs(args: argparse.Namespace) -> int:
-    from data_modules.pairs import build_pair_shards, check_set
-
-    names = [check_set(s) for s in args.sets] if args.sets else None
-    reports = build_pair_shards(args.embedded, args.out, names, max_per_split=args.max_per_split)
-    for name, report in reports.items():
-        print(f"{name:>14}: {report['counts']['train']:5d} train {report['counts']['val']:5d} val")
-
-
 def _edit(args: argparse.Namespace) -> int:
     from text2earth.apps.edit import edit_to_file
 
@@ -259,25 +229,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     data = sub.add_parser("data", help="dataset tools")
     data_sub = data.add_subparsers(dest="data_command", required=True)
-    emb = data_sub.add_parser("build-embedded", help="cut the real Landsat-8 / Sentinel-2 scenes into shards")
-    emb.add_argument("--out", default="data/embedded")
-    emb.add_argument("--tile", type=int, default=64)
-    emb.set_defaults(func=_build_embedded)
-    cache = data_sub.add_parser("cache-latents", help="encode shard images with the VAE once (training skips the VAE)")
-    cache.add_argument("shards", help="brace pattern, glob, folder or list file")
-    cache.add_argument("--model", required=True, help="a model folder (its vae/) or a VAE folder")
-    cache.add_argument("--out", required=True)
-    cache.add_argument("--image-size", type=int, default=None, help="default: the VAE's sample size")
-    cache.add_argument("--batch-size", type=int, default=64)
-    cache.add_argument("--flip", action="store_true", help="also cache the latents of the flipped image")
-    cache.set_defaults(func=_cache_latents)
     register_data_tools(data_sub)
-    pairs = data_sub.add_parser("build-pairs", help="paired shards for translation + single-modality shards (LoRA)")
-    pairs.add_argument("--embedded", default="data/embedded")
-    pairs.add_argument("--out", default="data/pairs")
-    pairs.add_argument("--sets", nargs="*", default=None, help="tasks and/or modality_{nir,pan,sar} (default: all)")
-    pairs.add_argument("--max-per-split", type=int, default=None, help="keep only the first N pairs of each split")
-    pairs.set_defaults(func=_build_pairs)
 
     edit = sub.add_parser("edit", help="repaint the white part of a mask from a prompt (inpainting model)")
     edit.add_argument("image", help="the image to edit (RGB)")

@@ -6,20 +6,16 @@ Both give :class:`RealImage` items: the image, its captions, its scene class and
 from __future__ import annotations
 
 import json
-import re
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import PIL.Image
-import webdataset as wds
 
 from text2earth.core.resolution import UNKNOWN_LEVEL, gsd_to_level
 from text2earth.io.images import decode_rgb, load_rgb
-from text2earth.io.shards import expand_shards
-
-# RSICD's scene class is the file-name prefix ("denseresidential_12.jpg" -> "denseresidential").
-_CLASS_RE = re.compile(r"^([A-Za-z]+)_")
+from text2earth.io.rsicd import read_rsicd_entries
+from text2earth.io.shards import iter_samples
 
 
 @dataclass
@@ -32,49 +28,30 @@ class RealImage:
     meta: dict = field(default_factory=dict)
 
 
-def rsicd_class(filename: str) -> str:
-    """The scene class of an RSICD file name, or ``""`` when the name has no ``class_`` prefix."""
-    match = _CLASS_RE.match(Path(filename).name)
-    return match.group(1).lower() if match else ""
-
-
 def read_rsicd(
     json_path: str | Path, images_dir: str | Path | None = None, split: str = "test", limit: int | None = None
 ) -> list[RealImage]:
     """The ``split`` images of RSICD with their captions; images from ``images_dir`` (default: beside the json,
     in ``RSICD_images/``)."""
     json_path = Path(json_path)
-    if not json_path.is_file():
-        raise FileNotFoundError(
-            f"RSICD caption file {str(json_path)!r} does not exist (give the path of dataset_rsicd.json)"
-        )
-    try:
-        entries = json.loads(json_path.read_text())["images"]
-    except (json.JSONDecodeError, KeyError, TypeError) as exc:
-        raise ValueError(f"{json_path} is not a Karpathy-style caption file with an 'images' list: {exc}") from exc
+    entries = read_rsicd_entries(json_path, split=split)
     images_dir = Path(images_dir) if images_dir is not None else json_path.parent / "RSICD_images"
     if not images_dir.is_dir():
         raise FileNotFoundError(f"RSICD image folder {str(images_dir)!r} does not exist")
-    chosen = [e for e in entries if e.get("split") == split]
-    if not chosen:
+    if not entries:
         raise ValueError(f"{json_path} has no images in split {split!r}")
     items = []
-    for entry in chosen[:limit]:
-        filename = entry["filename"]
-        captions = [s["raw"].strip() for s in entry.get("sentences", []) if s.get("raw", "").strip()]
-        if not captions:
-            raise ValueError(f"RSICD image {filename!r} has no captions")
-        image = load_rgb(images_dir / filename)
-        items.append(RealImage(Path(filename).stem, image, captions, rsicd_class(filename)))
+    for entry in entries[:limit]:
+        if not entry.captions:
+            raise ValueError(f"RSICD image {entry.filename!r} has no captions")
+        image = load_rgb(images_dir / entry.filename)
+        items.append(RealImage(Path(entry.filename).stem, image, list(entry.captions), entry.scene_class or ""))
     return items
 
 
 def iter_shard_tiles(shards: str) -> Iterator[RealImage]:
     """Tiles of webdataset shards in the embedded layout (``png``/``jpg`` + ``txt`` + ``json`` with ``gsd_m``)."""
-    urls = expand_shards(shards)
-    if not urls:
-        raise FileNotFoundError(f"no shards match {shards!r} (build them with `text2earth data build-embedded`)")
-    for sample in wds.WebDataset(urls, shardshuffle=False, empty_check=False):
+    for sample in iter_samples(shards):
         meta = json.loads(sample["json"])
         data = sample.get("png") or sample.get("jpg")
         image = decode_rgb(data, sample["__key__"])

@@ -87,8 +87,8 @@ def band_from_array(array: np.ndarray, dn_range: DnRange = FULL_RANGE_16, name: 
     raise ValueError(f"{name} has dtype {array.dtype}; 8- or 16-bit integer pixels were expected")
 
 
-def read_band(path: str | Path, dn_range: DnRange = FULL_RANGE_16) -> np.ndarray:
-    """A single-band PNG or TIFF (8 or 16 bit) as float32 ``(H, W)`` in ``[0, 1]`` (see the module doc)."""
+def read_band_dn(path: str | Path) -> np.ndarray:
+    """The raw pixels of a single-band image file (PNG, TIFF, JPEG2000; 8 or 16 bit) as uint8 / uint16 ``(H, W)``."""
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"image file {str(path)!r} does not exist")
@@ -99,14 +99,17 @@ def read_band(path: str | Path, dn_range: DnRange = FULL_RANGE_16) -> np.ndarray
                 array = np.asarray(image).astype(np.int64)
                 if array.min(initial=0) < 0 or array.max(initial=0) > 65535:
                     raise ValueError(f"{path} has values outside 0..65535 (mode {image.mode})")
-                array = array.astype(np.uint16)
-            elif image.mode in ("L", "P", "RGB"):
-                array = np.asarray(image.convert("L") if image.mode == "P" else image)
-            else:
-                raise ValueError(f"{path} has mode {image.mode}; a single-band 8- or 16-bit image was expected")
+                return array.astype(np.uint16)
+            if image.mode in ("L", "P", "RGB"):
+                return np.asarray(image.convert("L") if image.mode == "P" else image)
+            raise ValueError(f"{path} has mode {image.mode}; a single-band 8- or 16-bit image was expected")
     except (PIL.UnidentifiedImageError, OSError, SyntaxError) as exc:
         raise ImageReadError(f"cannot decode image {str(path)!r}: {exc}") from exc
-    return band_from_array(array, dn_range, name=str(path))
+
+
+def read_band(path: str | Path, dn_range: DnRange = FULL_RANGE_16) -> np.ndarray:
+    """A single-band PNG or TIFF (8 or 16 bit) as float32 ``(H, W)`` in ``[0, 1]`` (see the module doc)."""
+    return band_from_array(read_band_dn(path), dn_range, name=str(Path(path)))
 
 
 def write_band(

@@ -1,12 +1,18 @@
-"""Turn a shard specification (pattern, glob, folder, list, list file) into a list of shard URLs."""
+"""Shard specifications (pattern, glob, folder, list, list file, manifest) -> shard URLs, and the one plain reader.
+
+``read_shard_samples`` / ``iter_samples`` are for tools, evaluation and tests that walk shards in file order;
+training streams through webdataset pipelines (split by node and worker, shuffled) instead.
+"""
 
 from __future__ import annotations
 
 import glob
 import json
 import os
-from collections.abc import Iterable
+import tarfile
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
+from typing import Any
 
 import braceexpand
 
@@ -90,3 +96,50 @@ def expand_shards(spec: str | Path | Iterable[str | Path], split: str | None = N
         raise FileNotFoundError(f"no shards match {spec!r}{where}: check the path, pattern or list file")
     seen: set[str] = set()
     return [u for u in urls if not (u in seen or seen.add(u))]  # drop duplicates, keep order
+
+
+def read_shard_samples(url: str | Path) -> Iterator[dict[str, Any]]:
+    """Raw samples (``{"__key__": key, ext: bytes}``) of one shard, in file order.
+
+    The key is a member's base name up to its first dot, as webdataset groups them. ``pipe:`` and
+    ``http(s)://`` URLs are streamed through webdataset's ``gopen``.
+    """
+    url = str(url)
+    if _is_remote(url):
+        import webdataset as wds  # only for remote shards: local ones need nothing but tarfile
+
+        tar = tarfile.open(fileobj=wds.gopen(url), mode="r|*")  # noqa: SIM115 (closed by the with below)
+    else:
+        tar = tarfile.open(url)  # noqa: SIM115
+    current: dict[str, Any] = {}
+    with tar:
+        for member in tar:
+            if not member.isfile():
+                continue
+            key, _, ext = os.path.basename(member.name).partition(".")
+            if current and current["__key__"] != key:
+                yield current
+                current = {}
+            current["__key__"] = key
+            handle = tar.extractfile(member)
+            current[ext] = handle.read() if handle is not None else b""
+    if current:
+        yield current
+
+
+def iter_samples(
+    spec: str | Path | Iterable[str | Path],
+    split: str | None = None,
+    handler: Callable[[BaseException], bool] | None = None,
+) -> Iterator[dict[str, Any]]:
+    """Raw samples of every shard ``spec`` names (see ``expand_shards``), shard after shard, in file order.
+
+    A shard that cannot be read (truncated, not a tar) raises, unless ``handler(exc)`` returns True:
+    then the rest of that shard is skipped (a counted skip, as webdataset's handlers do).
+    """
+    for url in expand_shards(spec, split=split):
+        try:
+            yield from read_shard_samples(url)
+        except (tarfile.TarError, OSError, EOFError) as exc:
+            if handler is None or not handler(exc):
+                raise
