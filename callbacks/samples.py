@@ -56,6 +56,7 @@ class SampleGridLogger(L.Callback):
         from text2earth.pipelines.text2img import Text2EarthPipeline
 
         pipe = Text2EarthPipeline.from_components(pl_module.components)
+        pipe.set_progress_bar_config(disable=True)  # no bars in the training log
         ema = find_ema(trainer)
         was_training = pl_module.training
         pl_module.eval()
@@ -70,7 +71,6 @@ class SampleGridLogger(L.Callback):
                     num_inference_steps=self.num_inference_steps,
                     guidance_scale=self.guidance_scale,
                     generator=generators,
-                    show_progress=False,
                 )
                 rows.append(out.images)
         pl_module.train(was_training)

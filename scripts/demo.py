@@ -59,6 +59,7 @@ def render(
     from text2earth.pipelines.text2img import Text2EarthPipeline
 
     pipe = Text2EarthPipeline.from_pretrained(model)
+    pipe.set_progress_bar_config(disable=True)
     levels = [gsd_to_level(g) for g in gsds]
     rows, labels = [], []
     for prompt in prompts:
@@ -67,7 +68,6 @@ def render(
             [prompt] * len(levels),
             level=levels,
             num_inference_steps=steps,
-            show_progress=False,
             guidance_scale=guidance,
             generator=generators,
         )

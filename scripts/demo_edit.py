@@ -48,6 +48,7 @@ def render_edits(inpaint_model: str, shards: str, out_dir: Path, steps: int, see
     from text2earth.pipelines.inpaint import Text2EarthInpaintPipeline
 
     pipe = Text2EarthInpaintPipeline.from_pretrained(inpaint_model)
+    pipe.set_progress_bar_config(disable=True)
     real = real_tiles_by_gsd(shards, sorted({gsd for _, gsd, _ in EDITS}))
     rows, labels = [], []
     for prompt, gsd, shape in EDITS:
@@ -65,7 +66,6 @@ def render_edits(inpaint_model: str, shards: str, out_dir: Path, steps: int, see
                 generator=torch.Generator().manual_seed(seed),
                 paste_back=paste,
                 feather=4,
-                show_progress=False,
             ).images[0]
             for paste in (True, False)
         ]
@@ -86,8 +86,9 @@ def independent_tiles(model: str, prompt: str, gsd: float, tiles: int, steps: in
     from text2earth.pipelines.text2img import Text2EarthPipeline
 
     pipe = Text2EarthPipeline.from_pretrained(model)
+    pipe.set_progress_bar_config(disable=True)
     generators = [torch.Generator().manual_seed(seed + i) for i in range(tiles)]
-    out = pipe([prompt] * tiles, gsd_m=gsd, num_inference_steps=steps, generator=generators, show_progress=False)
+    out = pipe([prompt] * tiles, gsd_m=gsd, num_inference_steps=steps, generator=generators)
     return np.concatenate([np.asarray(image) for image in out.images], axis=1)
 
 

@@ -37,6 +37,7 @@ def cross_modal_figure(
     from text2earth.pipelines.text2img import Text2EarthPipeline
 
     pipe = Text2EarthPipeline.from_pretrained(model)
+    pipe.set_progress_bar_config(disable=True)
     rows, labels, chroma = [], [], {}
     for modality in ("rgb", "nir", "pan"):
         if modality == "rgb":
@@ -52,7 +53,6 @@ def cross_modal_figure(
             num_inference_steps=steps,
             generator=[torch.Generator().manual_seed(seed + i) for i in range(len(PROMPTS))],
             output_type="pt",
-            show_progress=False,
         ).images
         chroma[modality] = round(float((images.amax(dim=1) - images.amin(dim=1)).mean()), 4)
         rows.append(images if modality == "rgb" else images.mean(dim=1, keepdim=True).expand_as(images))

@@ -45,6 +45,7 @@ def evaluate_translator(
     from text2earth.pipelines.translate import Text2EarthControlNetPipeline
 
     pipe, info = Text2EarthControlNetPipeline.from_translator(translator)
+    pipe.set_progress_bar_config(disable=True)  # one bar over the tiles instead
     task = info["task"]
     dm = PairShardDataModule(task, str(pairs_dir), str(embedded_dir), batch_size=batch_size, num_workers=0)
     dm.setup("validate")
@@ -67,7 +68,6 @@ def evaluate_translator(
             num_inference_steps=steps,
             generator=generators,
             output_type="pt",
-            show_progress=False,
         ).images
         latents = vae.encode(target * 2 - 1).latent_dist.mode()
         recon = ((vae.decode(latents).sample + 1) / 2).clamp(0, 1)

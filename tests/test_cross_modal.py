@@ -203,7 +203,7 @@ def test_translation_pipeline_with_a_fresh_controlnet_equals_text_to_image():
 
     parts = load_from_folder(DEMO)
     pipe = Text2EarthControlNetPipeline.from_parts(parts, build_controlnet(parts.unet, parts.vae))
-    kwargs = {"level": 13.7, "num_inference_steps": 3, "output_type": "np", "show_progress": False}
+    kwargs = {"level": 13.7, "num_inference_steps": 3, "output_type": "np"}
     a = pipe(
         torch.rand(2, 3, 64, 64),
         ["a patchwork of farmland fields"] * 2,
@@ -220,6 +220,41 @@ def test_translation_pipeline_with_a_fresh_controlnet_equals_text_to_image():
     np.testing.assert_allclose(a, b, atol=1e-5)
     with pytest.raises(ValueError, match="2 prompts for 1 condition"):
         pipe(torch.rand(1, 3, 64, 64), ["a", "b"], **kwargs)
+
+
+def test_translation_pipeline_holds_no_per_call_state():
+    from text2earth.models.components import load_from_folder
+    from text2earth.pipelines.translate import Text2EarthControlNetPipeline
+
+    parts = load_from_folder(DEMO)
+    controlnet = build_controlnet(parts.unet, parts.vae)
+    with torch.no_grad():  # a fresh ControlNet adds zero residuals: give it some, so that the condition matters
+        generator = torch.Generator().manual_seed(0)
+        for p in controlnet.parameters():
+            p.add_(0.05 * torch.randn(p.shape, generator=generator))
+    calls = [
+        (torch.rand(1, 3, 64, 64, generator=torch.Generator().manual_seed(s)), scale)
+        for s, scale in ((1, 1.0), (2, 0.5))
+    ]
+    kwargs = {"level": 13.7, "num_inference_steps": 2, "guidance_scale": 3.0, "output_type": "np"}
+
+    def translate(pipe, condition, scale):
+        return pipe(
+            condition, "farmland", conditioning_scale=scale, generator=torch.Generator().manual_seed(0), **kwargs
+        )
+
+    shared = Text2EarthControlNetPipeline.from_parts(parts, controlnet)
+    shared.set_progress_bar_config(disable=True)
+    before = dict(vars(shared))
+    together = [translate(shared, condition, scale).images for condition, scale in calls]
+    # nothing of a call stays on the object: the condition travels in the predictor
+    assert not hasattr(shared, "_condition") and not hasattr(shared, "_conditioning_scale")
+    assert vars(shared).keys() == before.keys() and all(vars(shared)[k] is v for k, v in before.items())
+    for (condition, scale), got in zip(calls, together, strict=True):
+        fresh = Text2EarthControlNetPipeline.from_parts(parts, controlnet)
+        fresh.set_progress_bar_config(disable=True)
+        np.testing.assert_array_equal(got, translate(fresh, condition, scale).images)
+    assert np.abs(together[0] - together[1]).max() > 1e-3  # the two conditions do give different images
 
 
 # ------------------------------------------------------------------------------------------ pair shards

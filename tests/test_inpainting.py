@@ -53,7 +53,9 @@ def inpaint_components():
 
 @pytest.fixture(scope="module")
 def pipe(inpaint_components):
-    return Text2EarthInpaintPipeline.from_components(inpaint_components, scheduler="euler")
+    pipe = Text2EarthInpaintPipeline.from_components(inpaint_components, scheduler="euler")
+    pipe.set_progress_bar_config(disable=True)
+    return pipe
 
 
 # -- the 9-channel UNet -----------------------------------------------------------------------------
@@ -169,7 +171,6 @@ def test_edit_matches_published_inpaint_procedure(pipe, inpaint_components, real
         generator=generator(),
         num_inference_steps=STEPS,
         output_type="np",
-        show_progress=False,
     ).images
     np.testing.assert_allclose(got, expected, rtol=0, atol=1e-5)
     # the mask matters: a different mask gives different pixels
@@ -183,7 +184,6 @@ def test_edit_matches_published_inpaint_procedure(pipe, inpaint_components, real
         generator=generator(),
         num_inference_steps=STEPS,
         output_type="np",
-        show_progress=False,
     ).images
     assert np.abs(other - got).max() > 1e-3
 
@@ -192,7 +192,7 @@ def test_paste_back_keeps_unmasked_pixels_exactly(pipe, real_batch):
     image = real_image(real_batch, 1)
     mask = np.zeros((SIZE, SIZE), np.uint8)
     mask[8:24, 10:26] = 255
-    kwargs = {"num_inference_steps": 2, "output_type": "np", "show_progress": False, "gsd_m": 10.0}
+    kwargs = {"num_inference_steps": 2, "output_type": "np", "gsd_m": 10.0}
     plain = pipe(CAPTION, image, mask, generator=torch.Generator().manual_seed(0), **kwargs).images[0]
     pasted = pipe(
         CAPTION, image, mask, generator=torch.Generator().manual_seed(0), paste_back=True, feather=3, **kwargs
@@ -206,7 +206,7 @@ def test_paste_back_keeps_unmasked_pixels_exactly(pipe, real_batch):
 
 def test_edit_bad_inputs(pipe, real_batch):
     image = real_image(real_batch)
-    kwargs = {"num_inference_steps": 1, "show_progress": False}
+    kwargs = {"num_inference_steps": 1}
     with pytest.raises(ValueError, match="mask is 16x16 pixels but the image is 32x32"):
         pipe(CAPTION, image, PIL.Image.new("L", (16, 16), 255), **kwargs)
     with pytest.raises(ValueError, match="single-channel"):
@@ -236,7 +236,8 @@ def test_folders_load_with_the_matching_pipeline(pipe, tiny_components, tmp_path
     assert build_components(folder=str(tmp_path / "t2i"), inpainting=True).unet.config.in_channels == 9
     wrong = Text2EarthPipeline(pipe.vae, pipe.text_encoder, pipe.tokenizer, pipe.unet, pipe.scheduler)
     with pytest.raises(ValueError, match="use Text2EarthInpaintPipeline"):
-        wrong(CAPTION, num_inference_steps=1, show_progress=False)
+        wrong.set_progress_bar_config(disable=True)
+        wrong(CAPTION, num_inference_steps=1)
 
 
 # -- training: the same LatentDiffusionModule ------------------------------------------------------

@@ -86,21 +86,25 @@ def test_multidiffusion_predictor_averages_overlapping_windows():
 # -- both modes on the tiny model ------------------------------------------------------------------
 @pytest.fixture(scope="module")
 def text2img_pipe():
-    return Text2EarthPipeline.from_components(build_from_preset("tiny", seed=0), scheduler="euler")
+    pipe = Text2EarthPipeline.from_components(build_from_preset("tiny", seed=0), scheduler="euler")
+    pipe.set_progress_bar_config(disable=True)
+    return pipe
 
 
 @pytest.fixture(scope="module")
 def inpaint_pipe(text2img_pipe):
     parts = build_from_preset("tiny", seed=0)
     parts.unet = inpainting_unet_from(parts.unet)
-    return Text2EarthInpaintPipeline.from_components(parts, scheduler="euler")
+    pipe = Text2EarthInpaintPipeline.from_components(parts, scheduler="euler")
+    pipe.set_progress_bar_config(disable=True)
+    return pipe
 
 
 def test_outpaint_tiles_canvas_keeps_the_init_image(inpaint_pipe):
     init = PIL.Image.fromarray(np.random.default_rng(0).integers(0, 255, (32, 32, 3), dtype=np.uint8))
     canvas = outpaint_tiles(
         inpaint_pipe, CAPTION, width=80, height=48, tile=32, overlap=8, gsd_m=10, init=init, feather=4,
-        num_inference_steps=2, show_progress=False,
+        num_inference_steps=2,
     )  # fmt: skip
     assert canvas.image.shape == (48, 80, 3) and canvas.image.dtype == np.uint8
     assert len(canvas.tiles) == 3 * 2
@@ -113,7 +117,7 @@ def test_outpaint_tiles_canvas_keeps_the_init_image(inpaint_pipe):
 def test_outpaint_joint_canvas(text2img_pipe, inpaint_pipe):
     canvas = outpaint_joint(
         text2img_pipe, CAPTION, width=64, height=32, tile=32, overlap=8, level=13,
-        num_inference_steps=2, show_progress=False,
+        num_inference_steps=2,
     )  # fmt: skip
     assert canvas.image.shape == (32, 64, 3) and canvas.tiles == [(0, 0), (24, 0), (32, 0)]
     assert canvas.seams.ratio > 0

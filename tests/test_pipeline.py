@@ -30,7 +30,9 @@ def components():
 
 @pytest.fixture(scope="module")
 def pipe(components):
-    return Text2EarthPipeline.from_components(components, scheduler="euler")
+    pipe = Text2EarthPipeline.from_components(components, scheduler="euler")
+    pipe.set_progress_bar_config(disable=True)
+    return pipe
 
 
 def noise(batch: int = 1, seed: int = 0) -> torch.Tensor:
@@ -38,7 +40,7 @@ def noise(batch: int = 1, seed: int = 0) -> torch.Tensor:
 
 
 def run(pipe: Text2EarthPipeline, prompt, **kwargs):
-    kwargs = {"num_inference_steps": STEPS, "height": SIZE, "width": SIZE, "show_progress": False, **kwargs}
+    kwargs = {"num_inference_steps": STEPS, "height": SIZE, "width": SIZE, **kwargs}
     kwargs.setdefault("output_type", "np")
     return pipe(prompt, **kwargs)
 
@@ -292,7 +294,7 @@ def test_output_types(pipe):
 
 
 def test_default_size_comes_from_the_unet(pipe):
-    out = pipe(CAPTION, num_inference_steps=1, output_type="latent", show_progress=False)
+    out = pipe(CAPTION, num_inference_steps=1, output_type="latent")
     assert out.images.shape[-1] == pipe.unet.config.sample_size
 
 
@@ -320,7 +322,14 @@ def test_bad_inputs(pipe, kwargs, match):
 def test_denoise_checks_branch_count(components):
     conditions = BranchConditions(torch.zeros(2, 77, 64), torch.zeros(2), num_branches=2)
     with pytest.raises(ValueError, match="branches"):
-        denoise(components.scheduler, noise(), [], TextLevelGuidance(), lambda *a: None, conditions)
+        denoise(
+            components.scheduler,
+            noise(),
+            timesteps=[],
+            guider=TextLevelGuidance(),
+            predict=lambda *a: None,
+            conditions=conditions,
+        )
 
 
 def test_import_is_lazy():
@@ -334,7 +343,12 @@ def test_import_is_lazy():
 def test_class_labels_stay_float32_in_bf16(components):
     branches = ClassifierFreeGuidance(4.0).branches(["a port"], [13.5])
     cond = build_conditions(
-        branches, components.text_encoder, components.tokenizer, 100.0, num_images_per_prompt=2, dtype=torch.bfloat16
+        branches,
+        components.text_encoder,
+        components.tokenizer,
+        level_scale=100.0,
+        num_images_per_prompt=2,
+        dtype=torch.bfloat16,
     )
     assert cond.text_embeds.dtype == torch.bfloat16 and cond.text_embeds.shape[0] == 4
     # bf16 would round 1350 to 1352, i.e. silently sample at level 13.52.
@@ -349,3 +363,20 @@ def test_bf16_pipeline_runs():
     pipe = Text2EarthPipeline.from_components(components, scheduler="euler")
     out = run(pipe, CAPTION, level=13.5, generator=torch.Generator().manual_seed(0))
     assert out.images.shape == (1, SIZE, SIZE, 3) and np.isfinite(out.images).all()
+
+
+def test_progress_bar_follows_set_progress_bar_config(components, capsys):
+    pipe = Text2EarthPipeline.from_components(components, scheduler="euler")
+    kwargs = {"num_inference_steps": 2, "output_type": "latent"}
+    pipe(CAPTION, **kwargs)  # diffusers' default: a bar
+    assert "sampling" in capsys.readouterr().err
+    pipe.set_progress_bar_config(desc="custom")
+    with pipe.progress_disabled():
+        pipe(CAPTION, **kwargs)
+    assert capsys.readouterr().err == ""
+    assert pipe._progress_bar_config == {"desc": "custom"}  # restored after the block
+    pipe(CAPTION, **kwargs)
+    assert "custom" in capsys.readouterr().err
+    pipe.set_progress_bar_config(disable=True)
+    pipe(CAPTION, **kwargs)
+    assert capsys.readouterr().err == ""

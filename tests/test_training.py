@@ -113,7 +113,7 @@ def test_train_ema_checkpoint_export_reload(embedded_shards, tmp_path):
     ema = next(cb for cb in result["trainer"].callbacks if isinstance(cb, EMA))
     with ema.swapped(module):
         direct = Text2EarthPipeline.from_components(module.components)
-        kwargs = {"level": 13.7, "num_inference_steps": 3, "output_type": "np", "show_progress": False}
+        kwargs = {"level": 13.7, "num_inference_steps": 3, "output_type": "np"}
         a = direct("cropland fields", generator=torch.Generator().manual_seed(3), **kwargs).images
     b = pipe("cropland fields", generator=torch.Generator().manual_seed(3), **kwargs).images
     np.testing.assert_array_equal(a, b)

@@ -132,13 +132,14 @@ def make_canvas(
         "num_inference_steps": steps,
         "guidance_scale": guidance,
         "seed": seed,
-        "show_progress": show_progress,
     }
     if mode == "tiles":
         seed_image = load_rgb(init) if init else None
         pipe = Text2EarthInpaintPipeline.from_pretrained(model, torch_dtype=inference_dtype(target)).to(target)
+        pipe.set_progress_bar_config(disable=not show_progress)
         return outpaint_tiles(pipe, prompt, init=seed_image, feather=feather, **common)
     pipe = Text2EarthPipeline.from_pretrained(model, torch_dtype=inference_dtype(target)).to(target)
+    pipe.set_progress_bar_config(disable=not show_progress)
     return outpaint_joint(pipe, prompt, **common)
 
 

@@ -50,7 +50,6 @@ def translate_file(
         conditioning_scale=conditioning_scale,
         generator=torch.Generator().manual_seed(seed),
         output_type="np",
-        show_progress=True,
     )
     image = result.images[0]
     text = {"task": task, "input": str(input_path), "prompt": prompt, "level": f"{result.levels[0]:g}", "seed": seed}

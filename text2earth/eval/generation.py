@@ -88,7 +88,9 @@ def generate_images(
     for prompt in done:
         _check_same_settings(out / f"{prompt.key}.png", prompt, num_inference_steps, guidance_scale)
     todo = [p for p in prompts if p not in done]
-    with tqdm(total=len(prompts), initial=len(prompts) - len(todo), desc=desc, unit="img") as bar:
+    # One bar over the images; the pipeline's per-batch sampling bars stay off.
+    bar = tqdm(total=len(prompts), initial=len(prompts) - len(todo), desc=desc, unit="img")
+    with bar, pipe.progress_disabled():
         for start in range(0, len(todo), batch_size):
             batch = todo[start : start + batch_size]
             result = pipe(
@@ -97,7 +99,6 @@ def generate_images(
                 num_inference_steps=num_inference_steps,
                 guidance_scale=guidance_scale,
                 generator=[torch.Generator(device="cpu").manual_seed(p.seed) for p in batch],
-                show_progress=False,
             )
             for prompt, image in zip(batch, result.images, strict=True):
                 save_png(image, out / f"{prompt.key}.png", _png_text(prompt, num_inference_steps, guidance_scale))

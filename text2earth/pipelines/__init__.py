@@ -3,11 +3,12 @@
 from text2earth.pipelines.guidance import ClassifierFreeGuidance, TextLevelGuidance
 from text2earth.pipelines.inpaint import Text2EarthInpaintPipeline
 from text2earth.pipelines.schedulers import SCHEDULERS, make_scheduler
-from text2earth.pipelines.text2img import Text2EarthPipeline, Text2EarthPipelineOutput
+from text2earth.pipelines.text2img import SamplingRequest, Text2EarthPipeline, Text2EarthPipelineOutput
 
 __all__ = [
     "SCHEDULERS",
     "ClassifierFreeGuidance",
+    "SamplingRequest",
     "Text2EarthInpaintPipeline",
     "Text2EarthPipeline",
     "Text2EarthPipelineOutput",

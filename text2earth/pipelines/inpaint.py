@@ -29,7 +29,7 @@ from diffusers.utils.torch_utils import randn_tensor
 from text2earth.io.images import load_image, to_pil
 from text2earth.models.inpainting import inpaint_model_input, is_inpainting_unet, mask_and_masked_latents
 from text2earth.pipelines.sampling import BranchConditions, Predictor, StepCallback, unet_predictor
-from text2earth.pipelines.text2img import Text2EarthPipeline, Text2EarthPipelineOutput
+from text2earth.pipelines.text2img import SamplingRequest, Text2EarthPipeline, Text2EarthPipelineOutput
 
 ImageInput = PIL.Image.Image | np.ndarray | torch.Tensor | str | Path
 
@@ -121,7 +121,6 @@ class Text2EarthInpaintPipeline(Text2EarthPipeline):
         latents: torch.Tensor | None = None,
         output_type: str = "pil",
         return_dict: bool = True,
-        show_progress: bool = True,
         paste_back: bool = False,
         feather: int = 8,
         callback: StepCallback | None = None,
@@ -130,6 +129,7 @@ class Text2EarthInpaintPipeline(Text2EarthPipeline):
 
         Prompts and resolution work as in :class:`Text2EarthPipeline`. ``paste_back`` restores the
         unmasked pixels exactly, blending into the generated ones over ``feather`` pixels inside the mask.
+        The denoising bar follows ``set_progress_bar_config``.
         """
         if not is_inpainting_unet(self.unet):
             raise ValueError(
@@ -155,29 +155,26 @@ class Text2EarthInpaintPipeline(Text2EarthPipeline):
         # and its latent repeated for every image.
         mask_latent, masked_latents = mask_and_masked_latents(self.vae, pixels, mask, generator)
         mask_latent, masked_latents = (x.expand(n_images, -1, -1, -1) for x in (mask_latent, masked_latents))
-        latents = self.denoise_latents(
-            captions,
-            levels,
-            negative_prompt,
-            height,
-            width,
-            num_inference_steps,
-            guidance_scale,
-            level_guidance_scale,
-            num_images_per_prompt,
-            generator,
-            latents,
-            output_type,
-            show_progress,
-            inpaint_predictor(self.unet, mask_latent.to(dtype), masked_latents.to(dtype)),
-            callback=callback,
+        request = SamplingRequest(
+            captions=captions,
+            levels=levels,
+            height=height,
+            width=width,
+            num_inference_steps=num_inference_steps,
+            guidance_scale=guidance_scale,
+            level_guidance_scale=level_guidance_scale,
+            negative_prompt=negative_prompt,
+            num_images_per_prompt=num_images_per_prompt,
+            generator=generator,
+            latents=latents,
+            output_type=output_type,
         )
+        predict = inpaint_predictor(self.unet, mask_latent.to(dtype), masked_latents.to(dtype))
+        final = self.denoise_latents(request, predict, callback=callback)
 
         def paste(decoded: torch.Tensor) -> torch.Tensor:
             weights = feather_weights(mask, feather).to(decoded.dtype)
             return weights * decoded + (1.0 - weights) * pixels.to(decoded.dtype)
 
         finish = paste if paste_back else None
-        return self.latents_to_output(
-            latents, captions, levels, num_images_per_prompt, generator, output_type, return_dict, finish
-        )
+        return self.latents_to_output(final, request, return_dict=return_dict, finish=finish)

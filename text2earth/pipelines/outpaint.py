@@ -17,7 +17,6 @@ from dataclasses import dataclass
 import numpy as np
 import PIL.Image
 import torch
-from tqdm.auto import tqdm
 
 from text2earth.core.resolution import parse_prompt, resolve_level
 from text2earth.io.images import to_uint8
@@ -25,7 +24,7 @@ from text2earth.models.inpainting import is_inpainting_unet
 from text2earth.pipelines.canvas import SeamReport, check_canvas, seam_visibility, tile_grid
 from text2earth.pipelines.inpaint import Text2EarthInpaintPipeline, feather_weights
 from text2earth.pipelines.sampling import BranchConditions, Predictor, unet_predictor
-from text2earth.pipelines.text2img import Text2EarthPipeline
+from text2earth.pipelines.text2img import SamplingRequest, Text2EarthPipeline
 
 MODES = ("tiles", "joint")
 
@@ -86,9 +85,11 @@ def outpaint_tiles(
     guidance_scale: float = 4.0,
     seed: int = 0,
     feather: int = 8,
-    show_progress: bool = True,
 ) -> Canvas:
-    """Grow a ``width`` x ``height`` canvas tile by tile with the inpainting model (tile ``i`` uses seed ``seed + i``)."""
+    """Grow a ``width`` x ``height`` canvas tile by tile with the inpainting model (tile ``i`` uses seed ``seed + i``).
+
+    One bar over the tiles (following ``pipe.set_progress_bar_config``); the per-tile sampling stays quiet.
+    """
     caption, level = _caption_and_level(prompt, level, gsd_m)
     check_canvas(width, height, tile, overlap, pipe.vae_scale_factor)
     canvas = np.zeros((height, width, 3), dtype=np.uint8)
@@ -100,22 +101,23 @@ def outpaint_tiles(
             raise ValueError(f"init image is {w}x{h} pixels, larger than the {width}x{height} canvas")
         canvas[:h, :w], known[:h, :w] = seed_image, True
     tiles = tile_grid(width, height, tile, overlap)
-    for i, (x, y) in enumerate(tqdm(tiles, desc="outpaint tiles", disable=not show_progress)):
+    bar = pipe.progress_bar(tiles, desc="outpaint tiles", leave=True)
+    for i, (x, y) in enumerate(bar):
         window = (slice(y, y + tile), slice(x, x + tile))
         if known[window].all():
             continue
         mask = np.where(known[window], 0, 255).astype(np.uint8)
-        out = pipe(
-            caption,
-            PIL.Image.fromarray(canvas[window]),
-            PIL.Image.fromarray(mask, mode="L"),
-            level=level,
-            num_inference_steps=num_inference_steps,
-            guidance_scale=guidance_scale,
-            generator=torch.Generator().manual_seed(seed + i),
-            output_type="pt",
-            show_progress=False,
-        )
+        with pipe.progress_disabled():
+            out = pipe(
+                caption,
+                PIL.Image.fromarray(canvas[window]),
+                PIL.Image.fromarray(mask, mode="L"),
+                level=level,
+                num_inference_steps=num_inference_steps,
+                guidance_scale=guidance_scale,
+                generator=torch.Generator().manual_seed(seed + i),
+                output_type="pt",
+            )
         # The new pixels blend into the known ones over `feather` pixels on the known side (the
         # canvas under the mask is empty, so the edit pipeline's inward paste-back would blend to black).
         keep = torch.from_numpy(known[window].astype(np.float32))[None, None]
@@ -139,9 +141,11 @@ def outpaint_joint(
     num_inference_steps: int = 50,
     guidance_scale: float = 4.0,
     seed: int = 0,
-    show_progress: bool = True,
 ) -> Canvas:
-    """Denoise the whole canvas jointly with the text-to-image model, averaging overlapping tile predictions."""
+    """Denoise the whole canvas jointly with the text-to-image model, averaging overlapping tile predictions.
+
+    The denoising bar follows ``pipe.set_progress_bar_config``.
+    """
     if is_inpainting_unet(pipe.unet):
         raise ValueError("joint (MultiDiffusion) outpainting uses the text-to-image model: load a Text2Earth folder")
     caption, level = _caption_and_level(prompt, level, gsd_m)
@@ -150,22 +154,15 @@ def outpaint_joint(
     tiles = tile_grid(width, height, tile, overlap)
     windows = [(x // factor, y // factor) for x, y in tiles]
     predict = multidiffusion_predictor(unet_predictor(pipe.unet), windows, tile // factor)
-    generator = torch.Generator().manual_seed(seed)
-    latents = pipe.denoise_latents(
-        [caption],
-        [level],
-        None,
-        height,
-        width,
-        num_inference_steps,
-        guidance_scale,
-        None,
-        1,
-        generator,
-        None,
-        "np",
-        show_progress,
-        predict,
+    request = SamplingRequest(
+        captions=[caption],
+        levels=[level],
+        height=height,
+        width=width,
+        num_inference_steps=num_inference_steps,
+        guidance_scale=guidance_scale,
+        generator=torch.Generator().manual_seed(seed),
+        output_type="np",
     )
-    images = pipe.latents_to_output(latents, [caption], [level], 1, generator, "np", True).images
+    images = pipe.latents_to_output(pipe.denoise_latents(request, predict), request).images
     return Canvas(image=to_uint8(images[0]), caption=caption, tiles=tiles, tile=tile, level=level, mode="joint")

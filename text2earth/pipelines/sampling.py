@@ -11,14 +11,13 @@ needs a copy of the loop.
 from __future__ import annotations
 
 import inspect
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import torch
 from diffusers import UNet2DConditionModel
 from diffusers.utils.torch_utils import randn_tensor
-from tqdm.auto import tqdm
 from transformers import CLIPTextModel, CLIPTokenizer
 
 from text2earth.models.conditioning import encode_text, level_class_labels
@@ -42,12 +41,16 @@ class BranchConditions:
 
 Predictor = Callable[[torch.Tensor, torch.Tensor, BranchConditions], torch.Tensor]
 StepCallback = Callable[[int, torch.Tensor, torch.Tensor], torch.Tensor | None]
+# Wraps the timesteps for display: a pipeline passes its ``progress_bar`` (diffusers' tqdm, which honours
+# ``set_progress_bar_config``); without one the loop is silent.
+ProgressBar = Callable[[Iterable[Any]], Iterable[Any]]
 
 
 def build_conditions(
     branches: Sequence[Branch],
     text_encoder: CLIPTextModel,
     tokenizer: CLIPTokenizer,
+    *,
     level_scale: float,
     num_images_per_prompt: int = 1,
     device: torch.device | None = None,
@@ -94,6 +97,7 @@ def unet_predictor(unet: UNet2DConditionModel) -> Predictor:
 def prepare_latents(
     scheduler: Any,
     shape: tuple[int, ...],
+    *,
     generator: torch.Generator | list[torch.Generator] | None = None,
     device: torch.device | None = None,
     dtype: torch.dtype | None = None,
@@ -130,25 +134,27 @@ def step_kwargs(
 def denoise(
     scheduler: Any,
     latents: torch.Tensor,
+    *,
     timesteps: Sequence[torch.Tensor] | torch.Tensor,
     guider: Guider,
     predict: Predictor,
     conditions: BranchConditions,
     extra_step_kwargs: dict[str, Any] | None = None,
-    show_progress: bool = True,
+    progress_bar: ProgressBar | None = None,
     callback: StepCallback | None = None,
 ) -> torch.Tensor:
     """Run the reverse process from ``latents`` (already scaled by ``init_noise_sigma``) over ``timesteps``.
 
     ``predict(latent_model_input, t, conditions)`` returns the model output for the stacked branches;
     ``callback(i, t, latents)`` may return replacement latents after each step (e.g. to paste known
-    regions back for outpainting). Returns the final latents.
+    regions back for outpainting); ``progress_bar`` wraps the timesteps for display. Returns the final latents.
     """
     n = guider.num_branches
     if conditions.num_branches != n:
         raise ValueError(f"conditions hold {conditions.num_branches} branches, the guider needs {n}")
     extra = extra_step_kwargs or {}
-    for i, t in enumerate(tqdm(timesteps, desc="sampling", disable=not show_progress, leave=False)):
+    steps = progress_bar(timesteps) if progress_bar is not None else timesteps
+    for i, t in enumerate(steps):
         latent_model_input = torch.cat([latents] * n) if n > 1 else latents
         latent_model_input = scheduler.scale_model_input(latent_model_input, t)
         model_output = predict(latent_model_input, t, conditions)

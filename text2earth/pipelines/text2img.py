@@ -8,8 +8,9 @@ local folder in the published layout whatever pipeline class its ``model_index.j
 
 from __future__ import annotations
 
+import contextlib
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -20,6 +21,7 @@ import torch
 from diffusers import AutoencoderKL, DiffusionPipeline, UNet2DConditionModel
 from diffusers.image_processor import VaeImageProcessor
 from diffusers.utils import BaseOutput
+from tqdm.auto import tqdm
 from transformers import CLIPTextModel, CLIPTokenizer
 
 from text2earth.core.resolution import UNKNOWN_LEVEL, parse_prompt, resolve_levels
@@ -47,6 +49,25 @@ class Text2EarthPipelineOutput(BaseOutput):
     images: list[PIL.Image.Image] | np.ndarray | torch.Tensor
     levels: list[float]
     prompts: list[str]
+
+
+@dataclass(frozen=True)
+class SamplingRequest:
+    """One sampling run, after prompt parsing: what :meth:`Text2EarthPipeline.denoise_latents` and
+    :meth:`~Text2EarthPipeline.latents_to_output` need (``captions`` without prefix, one level each)."""
+
+    captions: list[str]
+    levels: list[float]
+    height: int
+    width: int
+    num_inference_steps: int = 50
+    guidance_scale: float = 4.0
+    level_guidance_scale: float | None = None
+    negative_prompt: str | list[str] | None = None
+    num_images_per_prompt: int = 1
+    generator: torch.Generator | list[torch.Generator] | None = None
+    latents: torch.Tensor | None = None  # initial noise (unscaled); None draws it from ``generator``
+    output_type: str = "pil"
 
 
 def _is_sequence(value: Any) -> bool:
@@ -137,38 +158,54 @@ class Text2EarthPipeline(DiffusionPipeline):
                 levels.append(UNKNOWN_LEVEL if caption_level is None else caption_level)
         return captions, levels
 
-    def check_inputs(
-        self,
-        n_prompts: int,
-        height: int,
-        width: int,
-        num_inference_steps: int,
-        num_images_per_prompt: int,
-        negative_prompt: str | list[str] | None,
-        output_type: str,
-    ) -> list[str] | None:
+    def check_inputs(self, request: SamplingRequest) -> list[str] | None:
         """Raise a one-line ``ValueError`` for bad arguments; returns the negative prompts as a list."""
-        for name, value in (("height", height), ("width", width)):
+        for name, value in (("height", request.height), ("width", request.width)):
             if not isinstance(value, int) or value <= 0 or value % self.vae_scale_factor:
                 raise ValueError(f"{name} must be a positive multiple of {self.vae_scale_factor}, got {value!r}")
-        if not isinstance(num_inference_steps, int) or num_inference_steps < 1:
-            raise ValueError(f"num_inference_steps must be a positive integer, got {num_inference_steps!r}")
-        if not isinstance(num_images_per_prompt, int) or num_images_per_prompt < 1:
-            raise ValueError(f"num_images_per_prompt must be a positive integer, got {num_images_per_prompt!r}")
-        if output_type not in OUTPUT_TYPES:
-            raise ValueError(f"output_type must be one of {', '.join(OUTPUT_TYPES)}; got {output_type!r}")
-        if negative_prompt is None:
+        steps, per_prompt = request.num_inference_steps, request.num_images_per_prompt
+        if not isinstance(steps, int) or steps < 1:
+            raise ValueError(f"num_inference_steps must be a positive integer, got {steps!r}")
+        if not isinstance(per_prompt, int) or per_prompt < 1:
+            raise ValueError(f"num_images_per_prompt must be a positive integer, got {per_prompt!r}")
+        if request.output_type not in OUTPUT_TYPES:
+            raise ValueError(f"output_type must be one of {', '.join(OUTPUT_TYPES)}; got {request.output_type!r}")
+        negative, n_prompts = request.negative_prompt, len(request.captions)
+        if negative is None:
             return None
-        negatives = [negative_prompt] * n_prompts if isinstance(negative_prompt, str) else list(negative_prompt)
+        negatives = [negative] * n_prompts if isinstance(negative, str) else list(negative)
         if len(negatives) != n_prompts:
             raise ValueError(f"got {len(negatives)} negative prompts for {n_prompts} prompts")
         return negatives
 
-    # ----------------------------------------------------------------------------------------- sampling
-    def predictor(self) -> Predictor:
-        """The network call of the loop; subclasses (ControlNet translation) return theirs."""
-        return unet_predictor(self.unet)
+    # ----------------------------------------------------------------------------------------- progress
+    def progress_bar(
+        self,
+        iterable: Iterable[Any] | None = None,
+        total: int | None = None,
+        desc: str = "sampling",
+        leave: bool = False,
+    ) -> tqdm:
+        """diffusers' bar with ``desc`` and ``leave`` as defaults: what ``set_progress_bar_config`` set wins."""
+        config = getattr(self, "_progress_bar_config", {})
+        # diffusers' progress_bar reads only this attribute, so the defaults go in for the one call.
+        self._progress_bar_config = {"desc": desc, "leave": leave, **config}
+        try:
+            return super().progress_bar(iterable=iterable, total=total)
+        finally:
+            self._progress_bar_config = config
 
+    @contextlib.contextmanager
+    def progress_disabled(self) -> Iterator[None]:
+        """No bars from this pipeline inside the block: for callers that show one bar over many calls."""
+        config = dict(getattr(self, "_progress_bar_config", {}))
+        self.set_progress_bar_config(**{**config, "disable": True})
+        try:
+            yield
+        finally:
+            self.set_progress_bar_config(**config)
+
+    # ----------------------------------------------------------------------------------------- sampling
     @torch.no_grad()
     def __call__(
         self,
@@ -186,125 +223,104 @@ class Text2EarthPipeline(DiffusionPipeline):
         width: int | None = None,
         output_type: str = "pil",
         return_dict: bool = True,
-        show_progress: bool = True,
+        predict: Predictor | None = None,
     ) -> Text2EarthPipelineOutput | tuple:
         """Generate images for ``prompt`` at the resolution given by ``level`` or ``gsd_m``.
 
         A prompt in the published ``"{L}_GOOGLE_LEVEL_{caption}"`` form uses ``L`` unless a level is
         given (a different explicit level is an error); no level at all means 0 ("unknown"), as in the
         published pipeline. ``level_guidance_scale=None`` is the published classifier-free guidance;
-        a number guides text and level separately (:class:`TextLevelGuidance`).
+        a number guides text and level separately (:class:`TextLevelGuidance`). ``predict`` replaces the
+        plain UNet call of each step (the ControlNet pipeline passes its own). The denoising bar follows
+        ``set_progress_bar_config`` (e.g. ``disable=True``).
         """
         captions, levels = self._split_prompts(prompt, level, gsd_m)
         if is_inpainting_unet(self.unet):
             raise ValueError("this UNet has 9 input channels (inpainting): use Text2EarthInpaintPipeline")
         size = self.unet.config.sample_size * self.vae_scale_factor
-        height, width = height or size, width or size
-        latents = self.denoise_latents(
-            captions,
-            levels,
-            negative_prompt,
-            height,
-            width,
-            num_inference_steps,
-            guidance_scale,
-            level_guidance_scale,
-            num_images_per_prompt,
-            generator,
-            latents,
-            output_type,
-            show_progress,
-            self.predictor(),
+        request = SamplingRequest(
+            captions=captions,
+            levels=levels,
+            height=height or size,
+            width=width or size,
+            num_inference_steps=num_inference_steps,
+            guidance_scale=guidance_scale,
+            level_guidance_scale=level_guidance_scale,
+            negative_prompt=negative_prompt,
+            num_images_per_prompt=num_images_per_prompt,
+            generator=generator,
+            latents=latents,
+            output_type=output_type,
         )
-        return self.latents_to_output(
-            latents, captions, levels, num_images_per_prompt, generator, output_type, return_dict
-        )
+        final = self.denoise_latents(request, predict or unet_predictor(self.unet))
+        return self.latents_to_output(final, request, return_dict=return_dict)
 
     def denoise_latents(
-        self,
-        captions: list[str],
-        levels: list[float],
-        negative_prompt: str | list[str] | None,
-        height: int,
-        width: int,
-        num_inference_steps: int,
-        guidance_scale: float,
-        level_guidance_scale: float | None,
-        num_images_per_prompt: int,
-        generator: torch.Generator | list[torch.Generator] | None,
-        latents: torch.Tensor | None,
-        output_type: str,
-        show_progress: bool,
-        predict: Predictor,
-        callback: StepCallback | None = None,
+        self, request: SamplingRequest, predict: Predictor, callback: StepCallback | None = None
     ) -> torch.Tensor:
-        """Check inputs, encode the branch conditions and run the one loop with ``predict``; final latents.
+        """Check ``request``, encode the branch conditions and run the one loop with ``predict``; final latents.
 
-        Every pipeline variant (inpainting, tiled canvases) calls this with its own ``predict``.
+        Every pipeline variant (inpainting, ControlNet, tiled canvases) calls this with its own ``predict``.
         """
-        negatives = self.check_inputs(
-            len(captions), height, width, num_inference_steps, num_images_per_prompt, negative_prompt, output_type
-        )
+        negatives = self.check_inputs(request)
         device, dtype = self._execution_device, self.unet.dtype
-        guider = make_guider(guidance_scale, level_guidance_scale)
+        guider = make_guider(request.guidance_scale, request.level_guidance_scale)
 
         # Text embeddings in the UNet's dtype; the level class labels stay float32 like the timesteps
         # (build_conditions explains why: bf16 would shift scaled levels).
         conditions = build_conditions(
-            guider.branches(captions, levels, negatives),
+            guider.branches(request.captions, request.levels, negatives),
             self.text_encoder,
             self.tokenizer,
-            self.config.level_scale,
-            num_images_per_prompt=num_images_per_prompt,
+            level_scale=self.config.level_scale,
+            num_images_per_prompt=request.num_images_per_prompt,
             device=device,
             dtype=dtype,
         )
-        self.scheduler.set_timesteps(num_inference_steps, device=device)
-        n_images = len(captions) * num_images_per_prompt
+        self.scheduler.set_timesteps(request.num_inference_steps, device=device)
         shape = (
-            n_images,
+            len(request.captions) * request.num_images_per_prompt,
             self.vae.config.latent_channels,
-            height // self.vae_scale_factor,
-            width // self.vae_scale_factor,
+            request.height // self.vae_scale_factor,
+            request.width // self.vae_scale_factor,
         )
-        latents = prepare_latents(self.scheduler, shape, generator, device, dtype, latents)
+        latents = prepare_latents(
+            self.scheduler, shape, generator=request.generator, device=device, dtype=dtype, latents=request.latents
+        )
         return denoise(
             self.scheduler,
             latents,
-            self.scheduler.timesteps,
-            guider,
-            predict,
-            conditions,
-            extra_step_kwargs=step_kwargs(self.scheduler, generator),
-            show_progress=show_progress,
+            timesteps=self.scheduler.timesteps,
+            guider=guider,
+            predict=predict,
+            conditions=conditions,
+            extra_step_kwargs=step_kwargs(self.scheduler, request.generator),
+            progress_bar=self.progress_bar,
             callback=callback,
         )
 
     def latents_to_output(
         self,
         latents: torch.Tensor,
-        captions: list[str],
-        levels: list[float],
-        num_images_per_prompt: int,
-        generator: torch.Generator | list[torch.Generator] | None,
-        output_type: str,
-        return_dict: bool,
+        request: SamplingRequest,
+        return_dict: bool = True,
         finish: Callable[[torch.Tensor], torch.Tensor] | None = None,
     ) -> Text2EarthPipelineOutput | tuple:
         """Decode (unless ``output_type == "latent"``), apply ``finish`` to the decoded [-1, 1] pixels, convert."""
-        if output_type == "latent":
+        if request.output_type == "latent":
             images = latents
         else:
-            decoded = self.vae.decode(latents / self.vae.config.scaling_factor, return_dict=False, generator=generator)[
-                0
-            ]
+            decoded = self.vae.decode(
+                latents / self.vae.config.scaling_factor, return_dict=False, generator=request.generator
+            )[0]
             if finish is not None:
                 decoded = finish(decoded)
-            images = self.image_processor.postprocess(decoded, output_type=output_type)
+            images = self.image_processor.postprocess(decoded, output_type=request.output_type)
         self.maybe_free_model_hooks()
 
-        image_levels = [lv for lv in levels for _ in range(num_images_per_prompt)]
-        image_prompts = [c for c in captions for _ in range(num_images_per_prompt)]
+        per_prompt = request.num_images_per_prompt
+        image_levels = [lv for lv in request.levels for _ in range(per_prompt)]
+        image_prompts = [c for c in request.captions for _ in range(per_prompt)]
         if not return_dict:
             return images, image_levels, image_prompts
         return Text2EarthPipelineOutput(images=images, levels=image_levels, prompts=image_prompts)

@@ -1,9 +1,11 @@
 """Image-to-image translation: the Text2Earth pipeline with a ControlNet adding residuals to the frozen UNet.
 
 Everything but the network call is :class:`~text2earth.pipelines.text2img.Text2EarthPipeline` (prompt and
-level handling, guidance, the one denoising loop); :meth:`predictor` routes each step through
-:func:`~text2earth.models.controlnet.controlled_prediction`. The condition is an image in ``[0, 1]``
-(B, 3, H, W) at the output size; every guidance branch sees it, as in diffusers' ControlNet pipelines.
+level handling, guidance, the one denoising loop); each call passes a :func:`controlnet_predictor` that
+routes each step through :func:`~text2earth.models.controlnet.controlled_prediction`, so the pipeline
+object holds no per-call state (as inpainting passes its ``inpaint_predictor``). The condition is an image
+in ``[0, 1]`` (B, 3, H, W) at the output size; every guidance branch sees it, as in diffusers' ControlNet
+pipelines.
 """
 
 from __future__ import annotations
@@ -27,6 +29,27 @@ from text2earth.pipelines.sampling import BranchConditions, Predictor
 from text2earth.pipelines.text2img import Text2EarthPipeline, Text2EarthPipelineOutput
 
 
+def controlnet_predictor(
+    unet: UNet2DConditionModel, controlnet: ControlNetModel, condition: torch.Tensor, conditioning_scale: float
+) -> Predictor:
+    """``predict`` with ControlNet residuals from ``condition`` (B, 3, H, W), which every guidance branch sees."""
+
+    def predict(latent_model_input: torch.Tensor, t: torch.Tensor, cond: BranchConditions) -> torch.Tensor:
+        stacked = condition.repeat(latent_model_input.shape[0] // condition.shape[0], 1, 1, 1)  # branch-major
+        return controlled_prediction(
+            unet,
+            controlnet,
+            latent_model_input,
+            t,
+            cond.text_embeds,
+            cond.class_labels,
+            stacked,
+            conditioning_scale,
+        )
+
+    return predict
+
+
 class Text2EarthControlNetPipeline(Text2EarthPipeline):
     def __init__(
         self,
@@ -40,8 +63,6 @@ class Text2EarthControlNetPipeline(Text2EarthPipeline):
     ) -> None:
         super().__init__(vae, text_encoder, tokenizer, unet, scheduler, level_scale)
         self.register_modules(controlnet=controlnet)
-        self._condition: torch.Tensor | None = None
-        self._conditioning_scale = 1.0
 
     @classmethod
     def from_parts(
@@ -64,26 +85,6 @@ class Text2EarthControlNetPipeline(Text2EarthPipeline):
         controlnet = ControlNetModel.from_pretrained(Path(folder) / "controlnet", local_files_only=True)
         return cls.from_parts(load_from_folder(base), controlnet, scheduler), info
 
-    def predictor(self) -> Predictor:
-        if self._condition is None:
-            raise RuntimeError("call the pipeline with a condition image")
-        condition, scale = self._condition, self._conditioning_scale
-
-        def predict(latent_model_input: torch.Tensor, t: torch.Tensor, cond: BranchConditions) -> torch.Tensor:
-            stacked = condition.repeat(latent_model_input.shape[0] // condition.shape[0], 1, 1, 1)  # branch-major
-            return controlled_prediction(
-                self.unet,
-                self.controlnet,
-                latent_model_input,
-                t,
-                cond.text_embeds,
-                cond.class_labels,
-                stacked,
-                scale,
-            )
-
-        return predict
-
     @torch.no_grad()
     def __call__(
         self,
@@ -102,14 +103,16 @@ class Text2EarthControlNetPipeline(Text2EarthPipeline):
             raise ValueError(f"got {len(prompts)} prompts for {n} condition images")
         if kwargs.get("num_images_per_prompt", 1) != 1:
             raise ValueError("translation makes one image per condition")
-        self._condition = image.to(device=self._execution_device, dtype=self.controlnet.dtype)
-        self._conditioning_scale = float(conditioning_scale)
-        try:
-            return super().__call__(
-                prompts, guidance_scale=guidance_scale, height=image.shape[2], width=image.shape[3], **kwargs
-            )
-        finally:
-            self._condition = None
+        condition = image.to(device=self._execution_device, dtype=self.controlnet.dtype)
+        predict = controlnet_predictor(self.unet, self.controlnet, condition, float(conditioning_scale))
+        return super().__call__(
+            prompts,
+            guidance_scale=guidance_scale,
+            height=image.shape[2],
+            width=image.shape[3],
+            predict=predict,
+            **kwargs,
+        )
 
 
 def sr_factor(task: str) -> int:
