@@ -4,7 +4,9 @@ Correct under DDP: after each optimiser step every rank holds identical weights,
 keeps an identical EMA; only rank 0 writes it, as part of the checkpoint (callback state).
 Validation (and the sample logger, and export) run on the EMA weights by swapping them in.
 Sharded strategies (FSDP, DeepSpeed ZeRO-3) hold only a slice of the weights per rank: there the
-callback refuses to start instead of averaging slices silently.
+callback refuses to start instead of averaging slices silently. A network with no trainable weights
+(the frozen UNet beside a ControlNet) leaves nothing to average: the callback then does nothing and
+adds no state to checkpoints.
 """
 
 from __future__ import annotations
@@ -60,7 +62,7 @@ class EMA(L.Callback):
     @torch.no_grad()
     def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, *args: Any) -> None:
         step = trainer.global_step
-        if step < self.start_step or step % self.update_every:
+        if not self.shadow or step < self.start_step or step % self.update_every:
             return
         decay = self.current_decay()
         for name, p in self._params(pl_module).items():
@@ -98,6 +100,8 @@ class EMA(L.Callback):
             self._ctx = None
 
     def state_dict(self) -> dict[str, Any]:
+        if not self.shadow:  # nothing averaged: no EMA state, so exports use the raw weights
+            return {}
         return {
             "shadow": {n: t.cpu() for n, t in self.shadow.items()},
             "num_updates": self.num_updates,

@@ -3,7 +3,7 @@
 Images come from the module's own networks with the EMA weights (no second copy in memory) through
 ``Text2EarthPipeline`` and are written under ``<run>/eval/step_N``. The real features, the feature network
 and the level estimator (trained on real tiles through the frozen autoencoder) are built once and kept.
-Off by default (``every_n_steps: 0``).
+Off by default (``every_n_steps: 0``); does nothing on a module that is not plain text-to-image.
 """
 
 from __future__ import annotations
@@ -16,6 +16,7 @@ import lightning as L
 import torch
 from lightning.pytorch.utilities import rank_zero_only
 
+from callbacks.applies import is_text_to_image
 from callbacks.ema import find_ema
 
 METRICS = ("fid", "clip", "resolution")
@@ -71,7 +72,7 @@ class EvalMetrics(L.Callback):
 
     def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, *args: Any) -> None:
         step = trainer.global_step
-        if self.every_n_steps and step > 0 and step % self.every_n_steps == 0:
+        if self.every_n_steps and step > 0 and step % self.every_n_steps == 0 and is_text_to_image(pl_module):
             self.evaluate(trainer, pl_module)
 
     @rank_zero_only

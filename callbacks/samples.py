@@ -1,5 +1,8 @@
 """Sample-grid logger: every N steps, generate a fixed prompt x level grid with the EMA weights.
 
+Does nothing on a module that is not plain text-to-image (inpainting, LoRA, ControlNet, enhancement):
+the grid would say nothing about it, so callback sets need not leave it out by hand.
+
 The pipeline shares the module's networks (no second copy in memory). The grid is written as a PNG
 into the run folder and logged to wandb when a WandbLogger is attached.
 """
@@ -14,6 +17,7 @@ import torch
 from lightning.pytorch.loggers import WandbLogger
 from lightning.pytorch.utilities import rank_zero_only
 
+from callbacks.applies import is_text_to_image
 from callbacks.ema import find_ema
 from text2earth.core.resolution import describe
 from text2earth.io.images import labelled_grid, save_png
@@ -40,14 +44,18 @@ class SampleGridLogger(L.Callback):
         self.out_dir = out_dir
         self.at_train_end = at_train_end
         self.last_path: Path | None = None
+        self.active = True
+
+    def on_fit_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self.active = is_text_to_image(pl_module)
 
     def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, *args) -> None:
         step = trainer.global_step
-        if self.every_n_steps and step > 0 and step % self.every_n_steps == 0:
+        if self.active and self.every_n_steps and step > 0 and step % self.every_n_steps == 0:
             self.log_grid(trainer, pl_module)
 
     def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        if self.at_train_end:
+        if self.active and self.at_train_end:
             self.log_grid(trainer, pl_module)
 
     @rank_zero_only

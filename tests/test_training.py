@@ -6,6 +6,7 @@ import types
 import numpy as np
 import pytest
 import torch
+from omegaconf import OmegaConf
 
 from callbacks.ema import EMA
 from text2earth.cli.main import main as cli_main
@@ -184,3 +185,34 @@ def test_bf16_mixed_casts_frozen_parts_and_checkpointing_trains(embedded_shards,
     assert module.vae.dtype == torch.bfloat16 and module.text_encoder.dtype == torch.bfloat16
     assert module.unet.dtype == torch.float32  # trained weights stay fp32 (autocast does the rest)
     assert module.unet.is_gradient_checkpointing
+
+
+TASKS = (
+    ["pretrain", "finetune", "inpaint"]
+    + [f"translate_{t}" for t in ("pan2rgb", "nir2rgb", "pan2nir", "sar2rgb", "sr", "dehaze")]
+    + [f"cross_modal_{m}" for m in ("nir", "pan", "sar")]
+)
+
+
+@pytest.mark.parametrize("name", TASKS)
+def test_every_task_composes_at_both_scales(name, tmp_path):
+    # The published model (1.3 B parameters) does not fit a CPU test: compose and check what the scale decides.
+    filled = ["model.components.folder=/models/Text2Earth", "model.components.sd2_folder=/models/sd2"]
+    pairs = [] if name in ("pretrain", "finetune", "inpaint") else ["data.pairs_dir=/data/pairs256"]
+    published = compose_config(
+        "train",
+        [f"experiment={name}", "scale=published", *pairs, *filled],
+        output_dir=tmp_path,
+    )
+    assert published.model.components.preset is None
+    assert published.model.optimizer.lr <= 1e-4 and published.trainer.max_steps >= 20000
+    assert published.trainer.strategy._target_.endswith("DDPStrategy") and published.trainer.precision == "bf16-mixed"
+    assert published.data.image_size == 256 and "wandb" in published.logger
+    cpu = compose_config("train", [f"experiment={name}", "scale=cpu"], output_dir=tmp_path)
+    assert cpu.trainer.accelerator == "cpu" and cpu.trainer.max_steps <= 2000 and cpu.data.image_size == 64
+    assert cpu.model.components.preset == "tiny" or cpu.model.components.folder.endswith("demo")
+    for cfg in (published, cpu):  # everything resolves (interpolations, no missing values)
+        OmegaConf.to_container(OmegaConf.masked_copy(cfg, [k for k in cfg if k != "hydra"]), resolve=True)
+    native = "published" if name in ("pretrain", "finetune", "inpaint") else "cpu"
+    default = compose_config("train", [f"experiment={name}", *filled], output_dir=tmp_path)
+    assert default.trainer.max_steps == (published if native == "published" else cpu).trainer.max_steps

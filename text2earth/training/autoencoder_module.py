@@ -11,7 +11,6 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-import hydra
 import lightning as L
 import torch
 import torch.nn.functional as F
@@ -20,12 +19,14 @@ from diffusers import AutoencoderKL
 from text2earth.core.config import make_hparams_plain
 from text2earth.io.files import atomic_directory
 from text2earth.models.presets import get_preset
+from text2earth.training.optim import configure_optimization
 
 
 class AutoencoderModule(L.LightningModule):
     def __init__(
         self,
         optimizer: dict[str, Any],
+        lr_scheduler: dict[str, Any] | None = None,
         preset: str = "tiny",
         overrides: dict[str, Any] | None = None,
         kl_weight: float = 1e-6,
@@ -69,8 +70,8 @@ class AutoencoderModule(L.LightningModule):
             self.log("val/latent_std", std, sync_dist=True)
             self._latent_sq.clear()
 
-    def configure_optimizers(self) -> torch.optim.Optimizer:
-        return hydra.utils.instantiate(self.hparams.optimizer, params=self.vae.parameters())
+    def configure_optimizers(self) -> Any:
+        return configure_optimization(self, self.vae.parameters(), self.hparams.optimizer, self.hparams.lr_scheduler)
 
     def export(self, folder: str | Path) -> Path:
         with atomic_directory(folder) as tmp:

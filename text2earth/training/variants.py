@@ -2,9 +2,9 @@
 
 - ``lora: {modality, rank, alpha, target_modules}``: a LoRA adapter on the frozen UNet (text-to-NIR/PAN/SAR);
   exported as an adapter folder (:mod:`text2earth.models.lora`).
-- ``controlnet: {task, conditioning_channels, folder}``: a ControlNet beside the frozen UNet (translation);
-  the batch carries ``conditioning`` (B, 3, H, W in [0, 1]); exported as a translator folder
-  (:mod:`text2earth.models.controlnet`).
+- ``controlnet: {task, conditioning_channels, folder, pairs_dir}``: a ControlNet beside the frozen UNet
+  (translation); the batch carries ``conditioning`` (B, 3, H, W in [0, 1]); exported as a translator folder
+  (:mod:`text2earth.models.controlnet`) that records the DN stretch of the pairs under ``pairs_dir``.
 Only the variant's own weights require gradients, so the module's optimiser trains exactly those.
 """
 
@@ -61,9 +61,9 @@ def export_variant(module: Any, folder: str | Path) -> Path:
         cond, target = TASKS[task]
         info = {"task": task, "condition": cond, "target": target, "base_model": base, "global_step": step}
         # The per-sensor DN stretch of the training pairs: what a 16-bit input of that sensor should use.
-        datamodule = getattr(module._trainer, "datamodule", None) if module._trainer is not None else None
-        report = Path(getattr(datamodule, "pairs_dir", "")) / task / "pairs.json"
-        if getattr(datamodule, "pairs_dir", None) and report.is_file():
+        pairs_dir = hp.controlnet.get("pairs_dir")
+        report = Path(pairs_dir or "") / task / "pairs.json"
+        if pairs_dir and report.is_file():
             info["training_stretch_dn"] = json.loads(report.read_text())["stretch_dn"]
         return save_translator(module.controlnet, folder, info)
     info = {"modality": hp.lora.get("modality", "rgb"), "base_model": base, "global_step": step, **dict(hp.lora)}

@@ -1,0 +1,21 @@
+"""When a callback applies to a module, so that callback sets stay the same for every task."""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+def is_text_to_image(pl_module: Any) -> bool:
+    """A plain text-to-image latent diffusion module: what the sample grid and eval metrics generate with.
+
+    Not an inpainting UNet (9 input channels), a LoRA adapter or a ControlNet translator (their exports
+    are not text-to-image models), nor a module without a UNet (autoencoder, enhancement).
+    """
+    if getattr(pl_module, "unet", None) is None:
+        return False
+    hparams = getattr(pl_module, "hparams", {})
+    return (
+        getattr(pl_module, "mask_generator", None) is None
+        and getattr(pl_module, "controlnet", None) is None
+        and not hparams.get("lora")
+    )
