@@ -22,6 +22,7 @@ from data_modules.webdataset_datamodule import SkipCounter
 from text2earth.core.config import to_plain
 from text2earth.enhance.degradations import DegradationConfig, make_pair, sample_rng
 from text2earth.enhance.imagefiles import IMAGE_SUFFIXES, decode
+from text2earth.io.images import to_tensor
 from text2earth.io.shards import expand_shards
 
 log = logging.getLogger(__name__)
@@ -34,7 +35,7 @@ def _decode_tile(sample: dict[str, Any]) -> tuple[str, torch.Tensor]:
     if ext is None:
         raise ValueError(f"sample {sample.get('__key__')} has no image member")
     rgb, _ = decode(sample[ext], IMAGE_SUFFIXES["." + ext])
-    return sample["__key__"], torch.from_numpy(rgb).permute(2, 0, 1).contiguous()
+    return sample["__key__"], to_tensor(rgb)
 
 
 def _crop(img: torch.Tensor, size: int | None, rng: np.random.Generator | None) -> torch.Tensor:

@@ -39,16 +39,12 @@ from text2earth.core.haze import add_haze, random_haze
 from text2earth.enhance.degradations import resize
 from text2earth.io.bands import TASKS, band_from_array, check_task
 from text2earth.io.files import atomic_directory
-from text2earth.io.images import decode_rgb, encode_png
+from text2earth.io.images import decode_rgb, encode_png, to_uint8, to_unit_float
 from text2earth.io.shards import expand_shards, read_shard_samples
 
 MODALITY_SETS = ("nir", "pan", "sar")  # single-modality shards for the text-to-X LoRAs
 PERCENTILES = (1.0, 99.0)
 SPECKLE_LOOKS = 4
-
-
-def _u8(band: np.ndarray) -> np.ndarray:
-    return (np.clip(band, 0.0, 1.0) * 255).round().astype(np.uint8)
 
 
 def _dn(data: bytes) -> np.ndarray:
@@ -77,10 +73,6 @@ def speckle(band: np.ndarray, rng: np.random.Generator, looks: int = SPECKLE_LOO
     return band * rng.gamma(looks, 1.0 / looks, size=band.shape).astype(np.float32)
 
 
-def _rgb01(data: bytes) -> np.ndarray:
-    return np.asarray(decode_rgb(data), dtype=np.float32) / 255.0
-
-
 def _downup(rgb: np.ndarray, factor: int) -> np.ndarray:
     """Area-mean downsampling by ``factor``, bicubic back: the low-resolution condition at target size."""
     x = torch.from_numpy(rgb).permute(2, 0, 1)
@@ -103,34 +95,34 @@ def make_condition(
         return band_from_array(_dn(sample[f"{name}.png"]), tuple(stretch[meta["source"]][name]))
 
     extra: dict[str, Any] = {}
-    rgb = _rgb01(sample["png"])
+    rgb = to_unit_float(decode_rgb(sample["png"]))
     if target_name == "rgb":
-        target = _u8(rgb)
+        target = to_uint8(rgb)
     else:
         target_band = band(target_name)
         if target_band is None:
             return None
-        target = _u8(target_band)
+        target = to_uint8(target_band)
     if cond_name in ("pan", "nir"):
         cond_band = band(cond_name)
         if cond_band is None:
             return None
-        cond = _u8(cond_band)
+        cond = to_uint8(cond_band)
         extra["cond_dn_range"] = stretch[meta["source"]][cond_name]
     elif cond_name == "sar":
         nir = band("nir")
         if nir is None:
             return None
-        cond = _u8(speckle(nir, rng))
+        cond = to_uint8(speckle(nir, rng))
         extra["cond_made_by"] = f"stand-in, not SAR: NIR with {SPECKLE_LOOKS}-look gamma speckle"
     elif task.startswith("sr_x"):
         factor = int(task[len("sr_x") :])
-        cond = _u8(_downup(rgb, factor))
+        cond = to_uint8(_downup(rgb, factor))
         extra["cond_made_by"] = f"area mean /{factor}, bicubic x{factor}"
         extra["scale"] = factor
     else:  # dehaze
         haze = random_haze(rng)
-        cond = _u8(add_haze(rgb, haze))
+        cond = to_uint8(add_haze(rgb, haze))
         extra["haze"] = {"transmission": haze.transmission, "airlight": haze.airlight}
     return cond, target, extra
 

@@ -39,7 +39,7 @@ from webdataset.autodecode import Decoder
 from webdataset.utils import PipelineStage, pytorch_worker_info
 
 from text2earth.core.resolution import UNKNOWN_LEVEL, check_level, gsd_to_level, level_to_gsd
-from text2earth.io.images import decode_rgb
+from text2earth.io.images import decode_rgb, normalise_uint8, to_tensor
 from text2earth.io.shards import expand_shards
 from text2earth.models.conditioning import tokenize
 
@@ -176,19 +176,9 @@ def fit_image(image: PIL.Image.Image, size: int, keep_larger: bool = False) -> n
     return np.asarray(image)
 
 
-def normalise_pixels(pixels: torch.Tensor) -> torch.Tensor:
-    """uint8 pixels -> float32 in [-1, 1], same layout (runs on whatever device the tensor is on)."""
-    return pixels.to(torch.float32).div_(127.5).sub_(1.0)
-
-
-def pixels_to_tensor(pixels: torch.Tensor) -> torch.Tensor:
-    """uint8 ``[N x] H x W x 3`` -> float32 ``[N x] 3 x H x W`` in [-1, 1] (channels-last memory: no permuting copy)."""
-    return normalise_pixels(pixels.movedim(-1, -3))
-
-
 def to_pixel_values(image: PIL.Image.Image, size: int) -> torch.Tensor:
     """RGB PIL image -> float32 3 x size x size in [-1, 1] (centre square crop, bicubic resize if needed)."""
-    return pixels_to_tensor(torch.from_numpy(np.array(fit_image(image, size))))
+    return to_tensor(fit_image(image, size), (-1.0, 1.0))
 
 
 def sample_level(meta: dict[str, Any]) -> tuple[float, float]:
@@ -318,7 +308,9 @@ def collate_samples(samples: list[dict[str, Any]], uint8: bool = False) -> dict[
     if flipped:
         stacked[flipped] = stacked[flipped].flip(2)
     batch: dict[str, Any] = {
-        "pixels" if uint8 else "pixel_values": stacked.movedim(-1, 1) if uint8 else pixels_to_tensor(stacked),
+        "pixels" if uint8 else "pixel_values": stacked.movedim(-1, 1)
+        if uint8
+        else normalise_uint8(stacked.movedim(-1, 1)),
         "caption": [s["caption"] for s in samples],
         "level": torch.tensor([s["level"] for s in samples], dtype=torch.float32),
         "gsd_m": torch.tensor([s["gsd_m"] for s in samples], dtype=torch.float32),
@@ -515,7 +507,7 @@ class ShardDataModule(LightningDataModule):
 
     def on_after_batch_transfer(self, batch: Any, dataloader_idx: int) -> Any:
         if isinstance(batch, dict) and "pixels" in batch:
-            batch["pixel_values"] = normalise_pixels(batch.pop("pixels"))
+            batch["pixel_values"] = normalise_uint8(batch.pop("pixels"))
         return batch
 
     def train_dataloader(self) -> DataLoader:

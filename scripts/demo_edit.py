@@ -22,7 +22,7 @@ from text2earth.apps.edit import save_canvas
 from text2earth.core.paths import shipped
 from text2earth.core.resolution import describe, gsd_to_level
 from text2earth.io.files import write_atomic
-from text2earth.io.images import labelled_grid, save_png
+from text2earth.io.images import labelled_grid, save_png, to_unit_float
 from text2earth.pipelines.canvas import seam_visibility, tile_grid
 
 # (prompt, ground resolution of the real tile, mask shape): clouds or water painted into cropland.
@@ -110,7 +110,7 @@ def render_canvases(
         name = "tile by tile, inpainting model" if mode == "tiles" else "joint (MultiDiffusion), text-to-image model"
         labels.append(f"{name}: seam ratio {report['seam_ratio']:.2f}")
     side_by_side = independent_tiles(model, CANVAS_PROMPT, gsd, 4, steps, seed)
-    seams = seam_visibility(side_by_side.astype(np.float32) / 255.0, tile_grid(width, height, tile, 0), tile)
+    seams = seam_visibility(to_unit_float(side_by_side), tile_grid(width, height, tile, 0), tile)
     figures["independent"] = {"seam_ratio": round(seams.ratio, 4), "tiles": 4, "overlap": 0}
     rows.append([side_by_side])
     labels.append(f"reference: 4 independent tiles, seam ratio {seams.ratio:.2f}")

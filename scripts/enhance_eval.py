@@ -17,19 +17,12 @@ from typing import Any
 
 import torch
 import torch.nn.functional as F
-from torchmetrics.functional.image import peak_signal_noise_ratio, structural_similarity_index_measure
 from tqdm.auto import tqdm
 
-from text2earth.io.images import labelled_grid, save_png
+from text2earth.core.image_metrics import psnr, ssim
+from text2earth.io.images import labelled_grid, quantize_8bit, save_png
 from text2earth.models.rrdbnet import load_rrdbnet
-from text2earth.training.enhance_module import bicubic, quantize
-
-
-def psnr_ssim(pred: torch.Tensor, gt: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """Per-image PSNR (dB) and SSIM of ``B x C x H x W`` tensors in [0, 1]."""
-    psnr = peak_signal_noise_ratio(pred, gt, data_range=1.0, reduction="none", dim=(1, 2, 3))
-    ssim = structural_similarity_index_measure(pred, gt, data_range=1.0, reduction="none")
-    return psnr, ssim
+from text2earth.training.enhance_module import bicubic
 
 
 @torch.inference_mode()
@@ -61,13 +54,13 @@ def evaluate(
     start = time.perf_counter()
     for batch in tqdm(dm.val_dataloader(), desc="evaluate", disable=not progress):
         lq, gt = batch["lq"], batch["gt"]
-        outputs = {"bicubic": quantize(bicubic(lq, net.scale)), "rrdbnet": quantize(net(lq))}
+        outputs = {"bicubic": quantize_8bit(bicubic(lq, net.scale)), "rrdbnet": quantize_8bit(net(lq))}
         for name, pred in outputs.items():
-            psnr, ssim = psnr_ssim(pred, gt)
+            db, sim = psnr(pred, gt), ssim(pred, gt)
             for group in ("all", *sorted(set(batch["source"]))):
                 mask = torch.tensor([group in ("all", s) for s in batch["source"]])
-                scores[group][f"{name}_psnr"].append(psnr[mask])
-                scores[group][f"{name}_ssim"].append(ssim[mask])
+                scores[group][f"{name}_psnr"].append(db[mask])
+                scores[group][f"{name}_ssim"].append(sim[mask])
         if save_inputs:
             for key, source, img in zip(batch["key"], batch["source"], lq, strict=True):
                 save_png(img, Path(out_dir) / "inputs" / (source or "tiles") / f"{key}.png")
@@ -91,7 +84,7 @@ def evaluate(
     nearest = [F.interpolate(c[2][None], scale_factor=net.scale, mode="nearest")[0] for c in chosen]
     labels = []
     for key, _, _, bic, sr, gt in chosen:
-        pb, ps = (float(psnr_ssim(x[None], gt[None])[0]) for x in (bic, sr))
+        pb, ps = (float(psnr(x[None], gt[None])[0]) for x in (bic, sr))
         labels.append(f"{key[:14]} {pb:.1f}/{ps:.1f} dB")
     rows = [nearest, [c[3] for c in chosen], [c[4] for c in chosen], [c[5] for c in chosen]]
     grid = labelled_grid(rows, ["input (x2 nearest)", "bicubic", "RRDBNet", "target"], labels, cell_size=128)

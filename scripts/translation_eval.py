@@ -14,7 +14,7 @@ from typing import Any
 import torch
 from tqdm.auto import tqdm
 
-from scripts.enhance_eval import psnr_ssim
+from text2earth.core.image_metrics import psnr, ssim
 from text2earth.io.bands import TASKS
 from text2earth.io.images import labelled_grid, save_png
 
@@ -77,9 +77,8 @@ def evaluate_translator(
             "vae_ceiling": _as_target_modality(recon, task),
         }
         for name, images in results.items():
-            psnr, ssim = psnr_ssim(images, target)
-            scores.setdefault(f"{name}_psnr", []).append(psnr)
-            scores.setdefault(f"{name}_ssim", []).append(ssim)
+            scores.setdefault(f"{name}_psnr", []).append(psnr(images, target))
+            scores.setdefault(f"{name}_ssim", []).append(ssim(images, target))
         kept += list(zip(cond, results["controlnet"], target, strict=True))
         seen += take
         bar.update(take)
@@ -95,7 +94,7 @@ def evaluate_translator(
     if out_dir is not None:
         step = max(1, len(kept) // strip_tiles)
         chosen = kept[::step][:strip_tiles]
-        labels = [f"{float(psnr_ssim(o[None], t[None])[0]):.1f} dB" for _, o, t in chosen]
+        labels = [f"{float(psnr(o[None], t[None])[0]):.1f} dB" for _, o, t in chosen]
         cond_name, target_name = TASKS[task]
         rows = [[c[0] for c in chosen], [c[1] for c in chosen], [c[2] for c in chosen]]
         grid = labelled_grid(

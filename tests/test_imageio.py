@@ -1,4 +1,4 @@
-"""Image conversion, PNG text metadata, atomic writes, loading errors and figure grids."""
+"""Image conversion, PNG text metadata, atomic writes, loading errors, figure grids, PSNR / SSIM."""
 
 from __future__ import annotations
 
@@ -7,16 +7,25 @@ import PIL.Image
 import pytest
 import torch
 
+from text2earth.core.image_metrics import psnr, ssim
 from text2earth.io.images import (
     ImageReadError,
+    image_to_tensor,
     labelled_grid,
     load_rgb,
     make_grid,
+    mask_to_tensor,
+    normalise_uint8,
+    quantize_8bit,
     read_png_text,
     save_png,
+    stack_uint8,
     to_pil,
+    to_tensor,
     to_uint8,
+    to_unit_float,
 )
+from text2earth.io.pngmeta import image_text
 
 
 def rgb(h: int = 8, w: int = 8, value: tuple[int, int, int] = (10, 120, 240)) -> PIL.Image.Image:
@@ -39,6 +48,59 @@ def test_to_uint8_ranges_and_layouts():
         to_uint8(x, value_range=(1, 0))
     with pytest.raises(ValueError, match="dimensions"):
         to_uint8(np.zeros(3))
+
+
+def test_tensor_converters_keep_the_numerics_of_the_copies_they_replaced():
+    values = np.arange(256, dtype=np.uint8).reshape(16, 16)
+    image = np.stack([values, values.T, 255 - values], axis=-1)  # every uint8 value, H x W x 3
+    reference = torch.from_numpy(image).permute(2, 0, 1).float()
+    # [-1, 1]: the data module's x / 127.5 - 1 and inpainting's x / 255 * 2 - 1 give the same bits.
+    torch.testing.assert_close(to_tensor(image, (-1, 1)), reference.div(127.5).sub(1.0), rtol=0, atol=0)
+    torch.testing.assert_close(to_tensor(image), reference / 255.0, rtol=0, atol=0)
+    torch.testing.assert_close(
+        normalise_uint8(torch.from_numpy(image)), torch.from_numpy(image).float() / 127.5 - 1, rtol=0, atol=0
+    )
+    torch.testing.assert_close(
+        normalise_uint8(torch.from_numpy(image), (0, 1)), torch.from_numpy(image).float() / 255.0, rtol=0, atol=0
+    )
+    assert to_tensor(to_unit_float(image)).equal(to_tensor(image))  # float [0, 1] input passes through
+    assert to_tensor(image).is_contiguous()
+    np.testing.assert_array_equal(to_uint8(to_tensor(image)), image)  # and back
+    x = torch.rand(2, 3, 5, 5) * 1.2 - 0.1
+    assert quantize_8bit(x).equal((x.clamp(0, 1) * 255).round() / 255)
+    pil = PIL.Image.fromarray(image)
+    assert image_to_tensor(pil).shape == (1, 3, 16, 16) and image_to_tensor(pil).equal(to_tensor(image, (-1, 1))[None])
+
+
+def test_mask_to_tensor_and_stack_uint8():
+    grey = PIL.Image.fromarray(np.array([[0, 255], [128, 0]], dtype=np.uint8))
+    np.testing.assert_array_equal(mask_to_tensor(grey)[0, 0].numpy(), np.asarray(grey, np.float32) / 255)
+    assert mask_to_tensor(grey.convert("RGB")).equal(mask_to_tensor(grey))  # a grey PNG saved as RGB
+    with pytest.raises(ValueError, match="mask must be single-channel"):
+        mask_to_tensor(rgb())
+    batch = stack_uint8([rgb(), rgb(value=(1, 2, 3))])
+    assert batch.dtype == torch.uint8 and batch.shape == (2, 3, 8, 8) and batch[1, :, 0, 0].tolist() == [1, 2, 3]
+    assert stack_uint8([rgb(), rgb(4, 6)], size=4).shape == (2, 3, 4, 4)
+    with pytest.raises(ValueError, match="share a size"):
+        stack_uint8([rgb(), rgb(4, 6)])
+
+
+def test_image_text_keys():
+    text = image_text("a harbour", 17.0, seed=3, lora=None, guidance=f"{4.0:g}")
+    assert list(text) == ["prompt", "level", "gsd_m", "seed", "guidance"]  # None left out, order kept
+    assert text == {"prompt": "a harbour", "level": "17", "gsd_m": "1", "seed": "3", "guidance": "4"}
+    assert image_text("x", 0)["gsd_m"] == "unknown"
+
+
+def test_psnr_and_ssim():
+    gt = torch.rand(3, 3, 16, 16, generator=torch.Generator().manual_seed(0))
+    pred = (gt + 0.05 * torch.randn(gt.shape, generator=torch.Generator().manual_seed(1))).clamp(0, 1)
+    mse = (pred - gt).pow(2).mean(dim=(1, 2, 3))
+    torch.testing.assert_close(psnr(pred, gt), -10 * torch.log10(mse))
+    torch.testing.assert_close(psnr(pred, gt, per_image=False), -10 * torch.log10((pred - gt).pow(2).mean()))
+    torch.testing.assert_close(psnr((pred * 2 - 1), (gt * 2 - 1), data_range=2.0), psnr(pred, gt))
+    assert ssim(gt, gt).shape == (3,) and torch.allclose(ssim(gt, gt), torch.ones(3))
+    assert (ssim(pred, gt) < 1).all()
 
 
 def test_to_pil_modes():

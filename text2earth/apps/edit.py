@@ -15,18 +15,9 @@ import torch
 from text2earth.core.resolution import level_to_gsd
 from text2earth.io.device import inference_dtype, pick_device
 from text2earth.io.files import atomic_path, write_atomic
-from text2earth.io.images import load_image, load_rgb, save_png
+from text2earth.io.images import image_to_tensor, load_image, load_rgb, mask_to_tensor, save_png
+from text2earth.io.pngmeta import image_text
 from text2earth.pipelines.outpaint import MODES, Canvas
-
-
-def _png_text(caption: str, level: float, **extra: object) -> dict[str, str]:
-    gsd = level_to_gsd(level)
-    return {
-        "prompt": caption,
-        "level": f"{level:g}",
-        "gsd_m": "unknown" if gsd is None else f"{gsd:g}",
-        **{k: str(v) for k, v in extra.items()},
-    }
 
 
 def edit_to_file(
@@ -48,8 +39,6 @@ def edit_to_file(
     from text2earth.pipelines.inpaint import (
         Text2EarthInpaintPipeline,
         check_image_and_mask,
-        image_to_tensor,
-        mask_to_tensor,
     )
 
     source, mask_image = load_rgb(image), load_image(mask)
@@ -69,7 +58,7 @@ def edit_to_file(
         paste_back=paste_back,
         feather=feather,
     )
-    text = _png_text(result.prompts[0], result.levels[0], seed=seed, model=model, steps=steps, paste_back=paste_back)
+    text = image_text(result.prompts[0], result.levels[0], seed=seed, model=model, steps=steps, paste_back=paste_back)
     return save_png(result.images[0], out, text)
 
 
@@ -159,7 +148,7 @@ def save_canvas(canvas: Canvas, out: str | Path, model: str, seed: int) -> dict[
         "inside_gradient": round(seams.inside, 5),
         "seam_ratio": round(seams.ratio, 4),
     }
-    text = _png_text(
+    text = image_text(
         canvas.caption, canvas.level, seed=seed, model=model, mode=canvas.mode, seam_ratio=report["seam_ratio"]
     )
     report["png"] = str(save_png(canvas.image, out, text))

@@ -5,12 +5,12 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import numpy as np
 import torch
 
-from text2earth.core.resolution import level_to_gsd, resolve_levels
+from text2earth.core.resolution import resolve_levels
 from text2earth.io.device import inference_dtype, pick_device
-from text2earth.io.images import make_grid, save_png
+from text2earth.io.images import make_grid, save_png, to_unit_float
+from text2earth.io.pngmeta import image_text
 
 
 def generate_to_folder(
@@ -71,21 +71,19 @@ def generate_to_folder(
     out = Path(out_dir)
     written, shown = [], []  # shown: what was written (single bands for nir / pan / sar), for the grid
     for i, (image, caption, lvl) in enumerate(zip(result.images, result.prompts, result.levels, strict=True)):
-        gsd = level_to_gsd(lvl)
-        text = {
-            "prompt": caption,
-            "level": f"{lvl:g}",
-            "gsd_m": "unknown" if gsd is None else f"{gsd:g}",
-            "seed": str(seed + i),
-            "model": str(model),
-            "steps": str(steps),
-            "guidance": f"{guidance:g}",
-            "modality": modality,
-            "lora": lora,
-            "lora_scale": f"{lora_scale:g}" if lora or modality != "rgb" else None,
-        }
+        text = image_text(
+            caption,
+            lvl,
+            seed=seed + i,
+            model=model,
+            steps=steps,
+            guidance=f"{guidance:g}",
+            modality=modality,
+            lora=lora,
+            lora_scale=f"{lora_scale:g}" if lora or modality != "rgb" else None,
+        )
         if modality in SINGLE_BAND:
-            image = to_band(np.asarray(image, dtype=np.float32) / 255.0)
+            image = to_band(to_unit_float(image))
         shown.append(image)
         written.append(save_png(image, out / f"{i:03d}_L{lvl:g}_seed{seed + i}.png", text))
     written.append(save_png(make_grid(shown, nrow=n), out / "grid.png", {"prompts": " | ".join(prompts)}))

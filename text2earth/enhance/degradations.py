@@ -21,6 +21,8 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
+from text2earth.io.images import quantize_8bit, to_tensor, to_uint8
+
 RESIZE_MODES = ("area", "bilinear", "bicubic")
 
 
@@ -77,12 +79,12 @@ def resize(img: torch.Tensor, size: tuple[int, int], mode: str) -> torch.Tensor:
 
 def jpeg(img: torch.Tensor, quality: int) -> torch.Tensor:
     """Round-trip through PIL's JPEG encoder (the artefacts real web imagery carries)."""
-    arr = (img.clamp(0, 1) * 255).round().to(torch.uint8).permute(1, 2, 0).numpy()
+    arr = to_uint8(img)
     buf = io.BytesIO()
     Image.fromarray(arr.squeeze(-1) if arr.shape[-1] == 1 else arr).save(buf, format="JPEG", quality=int(quality))
     out = np.asarray(Image.open(buf)).copy()
     out = out[..., None] if out.ndim == 2 else out
-    return torch.from_numpy(out).permute(2, 0, 1).float() / 255
+    return to_tensor(out)
 
 
 def add_noise(img: torch.Tensor, rng: np.random.Generator, cfg: DegradationConfig) -> torch.Tensor:
@@ -147,7 +149,7 @@ def _degrade(hr: torch.Tensor, scale: int, rng: np.random.Generator, cfg: Degrad
             img = jpeg(img, int(rng.integers(cfg.jpeg_quality[0], cfg.jpeg_quality[1] + 1)))
     if tuple(img.shape[-2:]) != target:
         img = resize(img, target, str(rng.choice(RESIZE_MODES)))
-    return (img.clamp(0, 1) * 255).round() / 255
+    return quantize_8bit(img)
 
 
 def make_pair(

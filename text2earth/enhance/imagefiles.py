@@ -14,9 +14,9 @@ from typing import Any
 
 import numpy as np
 import PIL.Image
-from PIL import PngImagePlugin
 
-from text2earth.io.images import ImageReadError
+from text2earth.io.images import ImageReadError, to_uint8, to_unit_float
+from text2earth.io.pngmeta import png_info
 
 IMAGE_SUFFIXES = {".png": "PNG", ".jpg": "JPEG", ".jpeg": "JPEG", ".tif": "TIFF", ".tiff": "TIFF"}
 _SIXTEEN_BIT = {"I;16", "I;16L", "I;16B", "I;16N", "I"}
@@ -58,10 +58,7 @@ def _split(img: PIL.Image.Image, format_hint: str | None) -> tuple[np.ndarray, I
     if fmt == "TIFF" and img.info.get("compression") not in (None, "raw"):
         kwargs["compression"] = img.info["compression"]
     if fmt == "PNG" and getattr(img, "text", None):
-        info = PngImagePlugin.PngInfo()
-        for key, value in img.text.items():
-            info.add_text(key, value)
-        kwargs["pnginfo"] = info
+        kwargs["pnginfo"] = png_info(img.text)
 
     mode = img.mode
     alpha = None
@@ -73,7 +70,7 @@ def _split(img: PIL.Image.Image, format_hint: str | None) -> tuple[np.ndarray, I
         return np.repeat(grey[..., None], 3, axis=2), ImageMeta(fmt, "I;16", None, kwargs)
     if mode in ("RGBA", "LA", "PA") or (mode == "P" and "transparency" in img.info):
         img = img.convert("LA" if mode == "LA" else "RGBA")
-        alpha = np.asarray(img.getchannel("A"), dtype=np.float32) / 255.0
+        alpha = to_unit_float(img.getchannel("A"))
         out_mode = img.mode
     elif mode == "L":
         out_mode = "L"
@@ -81,7 +78,7 @@ def _split(img: PIL.Image.Image, format_hint: str | None) -> tuple[np.ndarray, I
         out_mode = "RGB"
     if fmt == "JPEG" and out_mode not in ("RGB", "L"):
         out_mode = "RGB"
-    rgb = np.asarray(img.convert("RGB"), dtype=np.float32) / 255.0
+    rgb = to_unit_float(img.convert("RGB"))
     return rgb, ImageMeta(fmt, out_mode, alpha, kwargs)
 
 
@@ -93,11 +90,11 @@ def encode(rgb: np.ndarray, meta: ImageMeta, jpeg_quality: int = 95) -> bytes:
         grey = (rgb.mean(axis=2) * 65535).round().astype(np.uint16)
         img = PIL.Image.fromarray(grey)
     else:
-        img = PIL.Image.fromarray((rgb * 255).round().astype(np.uint8))
+        img = PIL.Image.fromarray(to_uint8(rgb))
         if meta.mode in ("L", "LA"):
             img = img.convert("L")
         if meta.alpha is not None:
-            a8 = PIL.Image.fromarray((meta.alpha * 255).round().astype(np.uint8))
+            a8 = PIL.Image.fromarray(to_uint8(meta.alpha))
             img.putalpha(a8.resize((w, h), PIL.Image.Resampling.BICUBIC))
     kwargs = dict(meta.save_kwargs)
     if meta.format == "JPEG":

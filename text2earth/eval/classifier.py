@@ -11,12 +11,13 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-import numpy as np
 import PIL.Image
 import torch
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 from transformers import ResNetConfig, ResNetForImageClassification
+
+from text2earth.io.images import normalise_uint8, stack_uint8
 
 # ImageNet statistics: what pretrained ResNets expect, harmless for a from-scratch one.
 MEAN = torch.tensor([0.485, 0.456, 0.406]).view(1, 3, 1, 1)
@@ -48,14 +49,7 @@ class TrainedClassifier:
 
 def to_tensor(images: Sequence[PIL.Image.Image], image_size: int) -> torch.Tensor:
     """Normalised float ``N,3,S,S`` (bicubic resize to ``image_size``)."""
-    arrays = []
-    for image in images:
-        rgb = image.convert("RGB")
-        if rgb.size != (image_size, image_size):
-            rgb = rgb.resize((image_size, image_size), PIL.Image.Resampling.BICUBIC)
-        arrays.append(np.asarray(rgb))
-    x = torch.from_numpy(np.stack(arrays)).permute(0, 3, 1, 2).float() / 255.0
-    return (x - MEAN) / STD
+    return (normalise_uint8(stack_uint8(images, image_size), (0.0, 1.0)) - MEAN) / STD
 
 
 def build_resnet(

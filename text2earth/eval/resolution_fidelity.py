@@ -12,13 +12,12 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-import numpy as np
 import PIL.Image
 import torch
 from tqdm.auto import tqdm
 
 from text2earth.eval.classifier import TrainedClassifier, train_classifier
-from text2earth.io.images import to_pil
+from text2earth.io.images import stack_uint8, to_pil
 
 # A small member of the ResNet family: fast on CPU for 64-px tiles, enough to tell the levels apart.
 LEVEL_ESTIMATOR = {
@@ -42,8 +41,8 @@ def reconstruct(vae: Any, images: Sequence[PIL.Image.Image], batch_size: int = 6
     vae.eval()
     dtype = next(vae.parameters()).dtype
     for start in tqdm(range(0, len(images), batch_size), desc="autoencoder reconstructions", leave=False):
-        batch = np.stack([np.asarray(im.convert("RGB")) for im in images[start : start + batch_size]])
-        x = torch.from_numpy(batch).permute(0, 3, 1, 2).to(vae.device, dtype) / 127.5 - 1.0
+        # Scaled in the VAE's dtype, as the VAE sees it (not normalise_uint8's float32).
+        x = stack_uint8(images[start : start + batch_size]).to(vae.device, dtype) / 127.5 - 1.0
         decoded = vae.decode(vae.encode(x).latent_dist.mean).sample.float().cpu()
         out.extend(to_pil(d, value_range=(-1.0, 1.0)) for d in decoded)
     return out

@@ -4,6 +4,14 @@ Conventions: numpy arrays are channel-last (``H,W[,C]`` or ``N,H,W,C``), torch t
 (``C,H,W`` or ``N,C,H,W``), as the pipelines' ``"np"`` and ``"pt"`` outputs are. Float values are read
 in ``value_range`` (``(0, 1)`` for pipeline outputs, ``(-1, 1)`` for VAE / model space); nothing
 guesses the range from the data, because a dark ``[-1, 1]`` image would be guessed wrong.
+
+The converters, by direction: :func:`to_unit_float` (PIL / uint8 -> float32 array in [0, 1]),
+:func:`to_tensor` (PIL / array -> float32 tensor in ``value_range``), :func:`normalise_uint8` (uint8
+tensor -> float tensor, on any device), :func:`stack_uint8` (PIL images -> uint8 ``N,3,H,W``),
+:func:`to_uint8` and :func:`to_pil` (anything -> uint8 array / PIL), :func:`quantize_8bit` (float
+tensor -> the 8-bit levels a written file holds), :func:`image_to_tensor` / :func:`mask_to_tensor`
+(the inpainting inputs). torch is imported inside the functions that build tensors, so reading and
+writing images does not load it.
 """
 
 from __future__ import annotations
@@ -16,11 +24,13 @@ from typing import Any
 
 import numpy as np
 import PIL.Image
-from PIL import ImageDraw, ImageFont, PngImagePlugin
+from PIL import ImageDraw, ImageFont
 
 from text2earth.io.files import atomic_path
+from text2earth.io.pngmeta import png_info
 
 ImageLike = PIL.Image.Image | np.ndarray | Any  # Any: a torch.Tensor, without importing torch here
+ImageInput = ImageLike | str | Path  # an image, or the path of an image file
 
 
 class ImageReadError(ValueError):
@@ -73,6 +83,90 @@ def to_pil(image: ImageLike, value_range: tuple[float, float] = (0.0, 1.0)) -> P
     return PIL.Image.fromarray(array)
 
 
+def as_pil(image: ImageInput, what: str = "image") -> PIL.Image.Image:
+    """A PIL image from a file path or anything :func:`to_pil` takes; errors name ``what`` (e.g. "mask")."""
+    if isinstance(image, (str, Path)):
+        return load_image(image)
+    try:
+        return to_pil(image)
+    except ValueError as exc:
+        raise ValueError(f"{what}: {exc}") from exc
+
+
+def to_unit_float(image: PIL.Image.Image | np.ndarray) -> np.ndarray:
+    """A float32 array in [0, 1] (same layout) from a PIL image or uint8 array: ``x / 255``."""
+    return np.asarray(image, dtype=np.float32) / 255.0
+
+
+def to_tensor(image: PIL.Image.Image | np.ndarray, value_range: tuple[float, float] = (0.0, 1.0)) -> Any:
+    """A float32 channel-first tensor (``C,H,W`` or ``N,C,H,W``) with values in ``value_range``.
+
+    From a PIL image or a channel-last array: uint8 (0..255) or float already in [0, 1]. ``(-1, 1)`` is
+    the VAE's input space.
+    """
+    import torch
+
+    array = np.asarray(image)
+    array = to_unit_float(array) if array.dtype == np.uint8 else array.astype(np.float32, copy=False)
+    if array.ndim == 2:
+        array = array[..., None]
+    tensor = torch.from_numpy(array).movedim(-1, -3).contiguous()
+    low, high = (float(v) for v in value_range)
+    return tensor if (low, high) == (0.0, 1.0) else tensor * (high - low) + low
+
+
+def normalise_uint8(pixels: Any, value_range: tuple[float, float] = (-1.0, 1.0)) -> Any:
+    """uint8 tensor (any layout, any device) -> float32 in ``value_range``: ``x / 255 * (high - low) + low``."""
+    low, high = (float(v) for v in value_range)
+    x = pixels.float()
+    if (low, high) == (0.0, 1.0):
+        return x.div_(255.0)
+    return x.div_(255.0 / (high - low)).add_(low)
+
+
+def stack_uint8(images: Sequence[PIL.Image.Image], size: int | None = None) -> Any:
+    """RGB PIL images -> uint8 ``N,3,H,W`` tensor; ``size``: bicubic resize to ``size x size`` where they differ.
+
+    Without ``size`` the images must already share one size.
+    """
+    import torch
+
+    rgbs = [image.convert("RGB") for image in images]
+    if size is not None:
+        rgbs = [im if im.size == (size, size) else im.resize((size, size), PIL.Image.Resampling.BICUBIC) for im in rgbs]
+    sizes = {im.size for im in rgbs}
+    if len(sizes) != 1:
+        raise ValueError(f"images of one set must share a size, got {sorted(sizes)}")
+    return torch.from_numpy(np.stack([np.asarray(im) for im in rgbs])).permute(0, 3, 1, 2).contiguous()
+
+
+def quantize_8bit(x: Any) -> Any:
+    """A float tensor in [0, 1] clamped and rounded to the 256 levels an 8-bit file stores (still float)."""
+    return (x.clamp(0, 1) * 255).round() / 255
+
+
+def image_to_tensor(image: ImageInput) -> Any:
+    """(1, 3, H, W) in [-1, 1] from a PIL image, file, uint8 array or [0, 1] float array / tensor."""
+    return to_tensor(as_pil(image, "image").convert("RGB"), (-1.0, 1.0))[None]
+
+
+def mask_to_tensor(mask: ImageInput) -> Any:
+    """(1, 1, H, W) in [0, 1] (1 = repaint); raises for a mask that is not single-channel."""
+    pil = as_pil(mask, "mask")
+    if pil.mode in ("1", "L"):
+        array = np.asarray(pil.convert("L"))
+    elif pil.mode in ("RGB", "RGBA", "P"):
+        rgb = np.asarray(pil.convert("RGB"))
+        if not (np.array_equal(rgb[..., 0], rgb[..., 1]) and np.array_equal(rgb[..., 0], rgb[..., 2])):
+            raise ValueError(
+                "mask must be single-channel (grayscale, white = repaint); got a colour image whose channels differ"
+            )
+        array = rgb[..., 0]
+    else:
+        raise ValueError(f"mask must be a grayscale (L) or black-and-white image, got mode {pil.mode!r}")
+    return to_tensor(array)[None]
+
+
 def encode_png(array: np.ndarray, compress_level: int = 1) -> bytes:
     """A uint8 / uint16 array (H x W or H x W x C) as PNG bytes: a shard member, written fast and lossless."""
     buffer = io.BytesIO()
@@ -93,13 +187,9 @@ def save_png(
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    info = PngImagePlugin.PngInfo()
-    for key, value in (text or {}).items():
-        if value is not None:
-            info.add_text(str(key), str(value))
     pil = to_pil(image, value_range)
     with atomic_path(path) as tmp:
-        pil.save(tmp, format="PNG", pnginfo=info)
+        pil.save(tmp, format="PNG", pnginfo=png_info(text))
     return path
 
 

@@ -17,54 +17,16 @@ channels are equal (a grey PNG saved as RGB). An all-black mask (nothing to repa
 from __future__ import annotations
 
 from collections.abc import Sequence
-from pathlib import Path
 from typing import Any
 
-import numpy as np
-import PIL.Image
 import torch
 import torch.nn.functional as F
 from diffusers.utils.torch_utils import randn_tensor
 
-from text2earth.io.images import load_image, to_pil
+from text2earth.io.images import ImageInput, image_to_tensor, mask_to_tensor
 from text2earth.models.inpainting import inpaint_model_input, is_inpainting_unet, mask_and_masked_latents
 from text2earth.pipelines.sampling import BranchConditions, Predictor, StepCallback, unet_predictor
 from text2earth.pipelines.text2img import SamplingRequest, Text2EarthPipeline, Text2EarthPipelineOutput
-
-ImageInput = PIL.Image.Image | np.ndarray | torch.Tensor | str | Path
-
-
-def _as_pil(image: ImageInput, what: str) -> PIL.Image.Image:
-    if isinstance(image, (str, Path)):
-        return load_image(image)
-    try:
-        return to_pil(image)
-    except ValueError as exc:
-        raise ValueError(f"{what}: {exc}") from exc
-
-
-def image_to_tensor(image: ImageInput) -> torch.Tensor:
-    """(1, 3, H, W) in [-1, 1] from a PIL image, file, uint8 array or [0, 1] float array / tensor."""
-    pil = _as_pil(image, "image").convert("RGB")
-    array = np.asarray(pil, dtype=np.float32) / 255.0
-    return torch.from_numpy(array).permute(2, 0, 1)[None] * 2.0 - 1.0
-
-
-def mask_to_tensor(mask: ImageInput) -> torch.Tensor:
-    """(1, 1, H, W) in [0, 1] (1 = repaint); raises for a mask that is not single-channel."""
-    pil = _as_pil(mask, "mask")
-    if pil.mode in ("1", "L"):
-        array = np.asarray(pil.convert("L"))
-    elif pil.mode in ("RGB", "RGBA", "P"):
-        rgb = np.asarray(pil.convert("RGB"))
-        if not (np.array_equal(rgb[..., 0], rgb[..., 1]) and np.array_equal(rgb[..., 0], rgb[..., 2])):
-            raise ValueError(
-                "mask must be single-channel (grayscale, white = repaint); got a colour image whose channels differ"
-            )
-        array = rgb[..., 0]
-    else:
-        raise ValueError(f"mask must be a grayscale (L) or black-and-white image, got mode {pil.mode!r}")
-    return torch.from_numpy(array.astype(np.float32) / 255.0)[None, None]
 
 
 def check_image_and_mask(pixels: torch.Tensor, mask: torch.Tensor, multiple: int) -> None:

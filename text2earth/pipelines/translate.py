@@ -13,7 +13,6 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import PIL.Image
 import torch
 import torch.nn.functional as F
@@ -22,7 +21,7 @@ from transformers import CLIPTextModel, CLIPTokenizer
 
 from text2earth.core.paths import relative_model_path
 from text2earth.io.bands import TASKS, DnRange, read_band, replicate
-from text2earth.io.images import load_rgb
+from text2earth.io.images import load_rgb, to_tensor, to_unit_float
 from text2earth.models.components import Components, load_from_folder
 from text2earth.models.controlnet import controlled_prediction, read_translator
 from text2earth.pipelines.sampling import BranchConditions, Predictor
@@ -134,10 +133,10 @@ def load_condition(path: str | Path, task: str, dn_range: DnRange = "auto") -> t
             bands = len(original.getbands())
         if bands not in (3, 4):
             raise ValueError(f"task {task} needs an RGB image, {path} has {bands} band(s)")
-        array = np.asarray(rgb, dtype=np.float32) / 255.0
+        array = to_unit_float(rgb)
     else:
         array = replicate(read_band(path, dn_range))
-    tensor = torch.from_numpy(array).permute(2, 0, 1)[None].contiguous()
+    tensor = to_tensor(array)[None]
     factor = sr_factor(task)
     if factor > 1:
         tensor = F.interpolate(tensor, scale_factor=factor, mode="bicubic", align_corners=False).clamp(0, 1)

@@ -17,6 +17,7 @@ import torch.nn.functional as F
 from diffusers import AutoencoderKL
 
 from text2earth.core.config import make_hparams_plain
+from text2earth.core.image_metrics import psnr
 from text2earth.io.files import atomic_directory
 from text2earth.models.presets import get_preset
 from text2earth.training.optim import configure_optimization
@@ -59,8 +60,8 @@ class AutoencoderModule(L.LightningModule):
         x = batch["pixel_values"]
         latents = self.vae.encode(x).latent_dist.mode()
         recon = self.vae.decode(latents).sample.clamp(-1, 1)
-        mse = F.mse_loss((recon + 1) / 2, (x + 1) / 2)
-        self.log("val/psnr", -10 * torch.log10(mse), prog_bar=True, batch_size=len(x), sync_dist=True)
+        value = psnr((recon + 1) / 2, (x + 1) / 2, per_image=False)
+        self.log("val/psnr", value, prog_bar=True, batch_size=len(x), sync_dist=True)
         self._latent_sq.append(latents.float().pow(2).mean().detach())
 
     def on_validation_epoch_end(self) -> None:

@@ -17,17 +17,12 @@ import lightning as L
 import torch
 import torch.nn.functional as F
 from lightning.pytorch.loggers import WandbLogger
-from torchmetrics.image import PeakSignalNoiseRatio, StructuralSimilarityIndexMeasure
 
 from text2earth.core.config import make_hparams_plain
-from text2earth.io.images import labelled_grid, save_png
+from text2earth.core.image_metrics import psnr, ssim
+from text2earth.io.images import labelled_grid, quantize_8bit, save_png
 from text2earth.models.rrdbnet import RRDBNet, read_state_dict, save_rrdbnet
 from text2earth.training.optim import configure_optimization
-
-
-def quantize(x: torch.Tensor) -> torch.Tensor:
-    """Clamp to [0, 1] and round to 8-bit levels: metrics describe the files that get written."""
-    return (x.clamp(0, 1) * 255).round() / 255
 
 
 def bicubic(lq: torch.Tensor, scale: int) -> torch.Tensor:
@@ -59,10 +54,6 @@ class EnhanceModule(L.LightningModule):
         if channels_last:
             self.net.to(memory_format=torch.channels_last)
         self.scale = self.net.scale
-        self.val_psnr = PeakSignalNoiseRatio(data_range=1.0, reduction="elementwise_mean", dim=(1, 2, 3))
-        self.val_ssim = StructuralSimilarityIndexMeasure(data_range=1.0)
-        self.bicubic_psnr = PeakSignalNoiseRatio(data_range=1.0, reduction="elementwise_mean", dim=(1, 2, 3))
-        self.bicubic_ssim = StructuralSimilarityIndexMeasure(data_range=1.0)
 
     def forward(self, lq: torch.Tensor) -> torch.Tensor:
         if self.hparams.channels_last:
@@ -76,16 +67,14 @@ class EnhanceModule(L.LightningModule):
 
     def validation_step(self, batch: dict[str, Any], batch_idx: int) -> None:
         lq, gt = batch["lq"], batch["gt"]
-        sr, bic = quantize(self(lq)), quantize(bicubic(lq, self.scale))
-        self.val_psnr(sr, gt)
-        self.val_ssim(sr, gt)
-        self.bicubic_psnr(bic, gt)
-        self.bicubic_ssim(bic, gt)
+        # Quantised: the metrics describe the files that get written.
+        sr, bic = quantize_8bit(self(lq)), quantize_8bit(bicubic(lq, self.scale))
+        # Batch means weighted by batch size: the epoch value is the mean over all validation images.
         n = len(lq)
-        self.log("val/psnr", self.val_psnr, prog_bar=True, batch_size=n)
-        self.log("val/ssim", self.val_ssim, prog_bar=True, batch_size=n)
-        self.log("val/psnr_bicubic", self.bicubic_psnr, batch_size=n)
-        self.log("val/ssim_bicubic", self.bicubic_ssim, batch_size=n)
+        self.log("val/psnr", psnr(sr, gt).mean(), prog_bar=True, batch_size=n, sync_dist=True)
+        self.log("val/ssim", ssim(sr, gt).mean(), prog_bar=True, batch_size=n, sync_dist=True)
+        self.log("val/psnr_bicubic", psnr(bic, gt).mean(), batch_size=n, sync_dist=True)
+        self.log("val/ssim_bicubic", ssim(bic, gt).mean(), batch_size=n, sync_dist=True)
         if batch_idx == 0 and not self.trainer.sanity_checking and self.trainer.is_global_zero:
             self._log_strip(lq, bic, sr, gt)
 
