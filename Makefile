@@ -11,13 +11,14 @@ export WANDB_SILENT := true
 DEMO_RUN := outputs/demo/run
 DEMO_MODEL := weights/demo
 
-.PHONY: install test lint format demo demo-train data bench info clean help enhance-train enhance-demo \
+.PHONY: install test test-fast lint format demo demo-train data bench info clean help enhance-train enhance-demo \
 	bench-data data-stats pairs translate-train demo-translate \
 	eval-demo eval-fid eval-clip eval-zsoa eval-resolution eval-rsicd check-rsicd demo-edit
 
 help:
 	@echo "make demo        set up .venv, train the tiny model briefly, sample the shipped demo model"
 	@echo "make test        set up .venv and run the test suite"
+	@echo "make test-fast   the test suite without the slow end-to-end tests"
 	@echo "make demo-train  the recipe that trained the shipped demo model ($(DEMO_MODEL))"
 	@echo "make data        cut the embedded Landsat-8 / Sentinel-2 scenes into shards (data/embedded)"
 	@echo "make bench       training throughput of our module vs a plain diffusers-style loop"
@@ -48,6 +49,10 @@ install: $(VENV)/.installed
 
 test: install
 	$(PY) -m pytest -q
+
+# The same suite without the tests marked slow (end-to-end runs, subprocesses, big fixtures).
+test-fast: install
+	$(PY) -m pytest -q -m "not slow"
 
 lint: install
 	$(VENV)/bin/ruff check .

@@ -57,3 +57,14 @@ def embedded_small(tmp_path_factory):
     out = tmp_path_factory.mktemp("embedded_small")
     build_embedded_shards(out, progress=False, every=8)
     return out
+
+
+# Module fixtures that take ten seconds or more to build: every test that uses one is a slow test
+# (`make test` runs them all; `make test-fast` skips the slow ones).
+SLOW_FIXTURES = {"pairs_dir", "trained_variants"}
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        if SLOW_FIXTURES & set(getattr(item, "fixturenames", ())):
+            item.add_marker(pytest.mark.slow)

@@ -63,6 +63,7 @@ def test_generate_bad_input_is_one_line_exit_2(model_folder, tmp_path, capsys, a
     assert message in err and "\n" not in err and "Traceback" not in err
 
 
+@pytest.mark.slow
 def test_console_script_runs_as_a_process(model_folder, tmp_path):
     proc = subprocess.run(
         [

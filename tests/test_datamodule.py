@@ -14,6 +14,7 @@ import PIL.Image
 import pytest
 import torch
 import webdataset as wds
+from oracles import shard_datamodule
 
 from data_modules.embedded import embedded_missing
 from data_modules.webdataset_datamodule import ShardDataModule, sample_level
@@ -22,18 +23,7 @@ from text2earth.io.shards import expand_shards, read_shard_samples
 
 
 def _dm(shards: Path, **kw) -> ShardDataModule:
-    args = dict(
-        train_shards=f"{shards}/train-*.tar",
-        val_shards=f"{shards}/val-*.tar",
-        batch_size=32,
-        num_workers=0,
-        shuffle_buffer=200,
-        seed=0,
-    )
-    args.update(kw)
-    dm = ShardDataModule(**args)
-    dm.setup("fit")
-    return dm
+    return shard_datamodule(**{"train_shards": f"{shards}/train-*.tar", "val_shards": f"{shards}/val-*.tar", **kw})
 
 
 def _first(loader, n: int) -> list[dict]:

@@ -16,6 +16,7 @@ import PIL.Image
 import pytest
 import torch
 import webdataset as wds
+from oracles import shard_datamodule
 
 from data_modules.webdataset_datamodule import ShardDataModule
 from text2earth.core.resolution import gsd_to_level
@@ -50,11 +51,7 @@ def _keys(dm: ShardDataModule, train: bool = True) -> list[str]:
 
 
 def _dm(shards, **kw) -> ShardDataModule:
-    args = dict(batch_size=32, num_workers=0, shuffle_buffer=50, seed=0)
-    args.update(kw)
-    dm = ShardDataModule(shards, **args)
-    dm.setup("fit")
-    return dm
+    return shard_datamodule(shards, **{"shuffle_buffer": 50, **kw})
 
 
 def test_filters(eight_shards, val_samples, tmp_path):
@@ -169,6 +166,7 @@ dist.destroy_process_group()
 """
 
 
+@pytest.mark.slow
 def test_ddp_two_ranks_see_every_sample_exactly_once_per_epoch(eight_shards, tmp_path):
     folder, keys = eight_shards
     script = tmp_path / "rank.py"

@@ -67,6 +67,7 @@ def _noisy(images, sigma, seed=0):
     return out
 
 
+@pytest.mark.slow
 def test_fid_grows_with_noise_on_real_tiles(embedded_shards):
     """The shipped Inception (SHA-1 checked) on real held-out tiles: more noise, larger FID."""
     from text2earth.eval.datasets import read_shard_tiles

@@ -79,6 +79,7 @@ def test_zero_shot_oa_end_to_end_with_resnet18(tmp_path):
     assert loaded["init"] == f"pretrained:{folder}"
 
 
+@pytest.mark.slow
 def test_level_estimator_separates_real_tiles_of_different_gsd(embedded_shards):
     from text2earth.eval.datasets import read_shard_tiles
     from text2earth.eval.resolution_fidelity import estimate_levels, level_errors, train_level_estimator
@@ -185,6 +186,7 @@ def test_evaluate_cli_fails_clearly_without_rsicd(tmp_path, capsys):
     assert "dataset_rsicd.json" in capsys.readouterr().err
 
 
+@pytest.mark.slow
 def test_training_callback_logs_resolution_fidelity(embedded_shards, tmp_path):
     """The EvalMetrics callback inside a real (one-step) demo training run through Hydra."""
     from callbacks.eval_metrics import EvalMetrics

@@ -7,7 +7,7 @@ import PIL.Image
 import pytest
 import torch
 import torch.nn.functional as F
-from diffusers import EulerDiscreteScheduler
+from oracles import published_guided_euler
 
 from text2earth import Text2EarthInpaintPipeline
 from text2earth.core.config import compose_config
@@ -15,7 +15,6 @@ from text2earth.core.paths import shipped
 from text2earth.models.components import ModelFolderError, build_components, build_from_preset
 from text2earth.models.inpainting import inpainting_unet_from
 from text2earth.models.masks import MaskGenerator
-from text2earth.models.presets import SCHEDULER
 from text2earth.pipelines.text2img import Text2EarthPipeline
 from text2earth.training.module import LatentDiffusionModule
 from text2earth.training.run import train
@@ -122,16 +121,7 @@ def test_mask_generator_rejects_bad_settings():
 @torch.no_grad()
 def published_inpaint(components, image, mask, caption, level, latents, generator, guidance=4.0):
     """The published inpaint procedure (StableDiffusionInpaintPipeline, 9-channel UNet) written out plainly."""
-    tokenizer, text_encoder, unet, vae = components.tokenizer, components.text_encoder, components.unet, components.vae
-    scheduler = EulerDiscreteScheduler.from_config(SCHEDULER)
-    scheduler.set_timesteps(STEPS)
-
-    def embed(text: str) -> torch.Tensor:
-        ids = tokenizer(
-            [text], padding="max_length", max_length=tokenizer.model_max_length, truncation=True, return_tensors="pt"
-        ).input_ids
-        return text_encoder(ids)[0]
-
+    vae = components.vae
     pixels = torch.from_numpy(np.asarray(image, dtype=np.float32) / 127.5 - 1.0).permute(2, 0, 1)[None]
     soft = torch.from_numpy(np.asarray(mask, dtype=np.float32) / 255.0)[None, None]
     masked_image = pixels * (soft < 0.5)
@@ -139,17 +129,13 @@ def published_inpaint(components, image, mask, caption, level, latents, generato
     first = generator[0] if isinstance(generator, list) else generator
     masked_latents = vae.encode(masked_image).latent_dist.sample(generator=first) * vae.config.scaling_factor
     mask_latent = F.interpolate(soft, size=masked_latents.shape[-2:])
-    n = latents.shape[0]
-    text = torch.cat([embed("")] * n + [embed(caption)] * n)
-    labels = torch.tensor([0.0] * n + [level * components.level_scale] * n)
-    x = latents * scheduler.init_noise_sigma
-    for t in scheduler.timesteps:
-        model_in = scheduler.scale_model_input(torch.cat([x, x]), t)
-        model_in = torch.cat([model_in, mask_latent.repeat(2 * n, 1, 1, 1), masked_latents.repeat(2 * n, 1, 1, 1)], 1)
-        uncond, cond = unet(model_in, t, encoder_hidden_states=text, class_labels=labels).sample.chunk(2)
-        x = scheduler.step(uncond + guidance * (cond - uncond), t, x).prev_sample
-    decoded = vae.decode(x / vae.config.scaling_factor).sample
-    return (decoded / 2 + 0.5).clamp(0, 1).permute(0, 2, 3, 1).numpy()
+
+    def extra(batch: int) -> torch.Tensor:  # mask channel, then masked-image latent, for every branch
+        return torch.cat([mask_latent.repeat(batch, 1, 1, 1), masked_latents.repeat(batch, 1, 1, 1)], 1)
+
+    return published_guided_euler(
+        components, caption, level, latents, steps=STEPS, guidance=guidance, extra_inputs=extra
+    )
 
 
 @pytest.mark.parametrize(("level", "n"), [(0.0, 1), (13.5, 1), (12.0, 2)])

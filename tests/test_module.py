@@ -58,6 +58,7 @@ def test_frozen_parts_stay_frozen():
     assert n_opt == sum(p.numel() for p in module.unet.parameters())
 
 
+@pytest.mark.slow
 def test_tiny_model_overfits_a_fixed_batch(real_batch):
     torch.manual_seed(0)
     module = make_module(snr_gamma=None)

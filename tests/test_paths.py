@@ -37,6 +37,7 @@ def test_install_table_lists_every_config_and_weight():
     assert current() == table(), "run `python -m scripts.data_files --write` after adding files to conf/ or weights/"
 
 
+@pytest.mark.slow
 def test_regular_install_finds_configs_and_weights(tmp_path):
     """pip install (not editable) into a prefix, then import from there with the cwd elsewhere."""
     # A copy of the source, so the in-tree build (build/, *.egg-info) never touches the checkout.

@@ -11,6 +11,7 @@ import PIL.Image
 import pytest
 import torch
 from diffusers import DDIMScheduler, DDPMScheduler, DPMSolverMultistepScheduler, EulerDiscreteScheduler
+from oracles import published_guided_euler
 
 from text2earth.models.components import ModelFolderError, build_from_preset
 from text2earth.models.presets import SCHEDULER
@@ -45,31 +46,11 @@ def run(pipe: Text2EarthPipeline, prompt, **kwargs):
     return pipe(prompt, **kwargs)
 
 
-@torch.no_grad()
 def published_sampling(
     components, caption: str, level: float, latents: torch.Tensor, guidance: float = 4.0, steps: int = STEPS
 ):
-    """The published Text2Earth procedure written out plainly, independent of text2earth.pipelines."""
-    tokenizer, text_encoder, unet, vae = components.tokenizer, components.text_encoder, components.unet, components.vae
-    scheduler = EulerDiscreteScheduler.from_config(SCHEDULER)
-    scheduler.set_timesteps(steps)
-
-    def embed(text: str) -> torch.Tensor:
-        ids = tokenizer(
-            [text], padding="max_length", max_length=tokenizer.model_max_length, truncation=True, return_tensors="pt"
-        ).input_ids
-        return text_encoder(ids)[0]
-
-    prompt_embeds = torch.cat([embed(""), embed(caption)])  # [uncond, cond]
-    class_labels = torch.tensor([0.0, level * components.level_scale])  # unconditional branch: level 0
-    x = latents * scheduler.init_noise_sigma
-    for t in scheduler.timesteps:
-        model_input = scheduler.scale_model_input(torch.cat([x, x]), t)
-        eps = unet(model_input, t, encoder_hidden_states=prompt_embeds, class_labels=class_labels).sample
-        eps_uncond, eps_cond = eps.chunk(2)
-        x = scheduler.step(eps_uncond + guidance * (eps_cond - eps_uncond), t, x).prev_sample
-    image = vae.decode(x / vae.config.scaling_factor).sample
-    image = (image / 2 + 0.5).clamp(0, 1).permute(0, 2, 3, 1).numpy()
+    """The published Text2Earth procedure (tests/oracles.py), as float images and their uint8 rounding."""
+    image = published_guided_euler(components, caption, level, latents, steps=steps, guidance=guidance)
     return image, (image * 255).round().astype(np.uint8)
 
 
@@ -332,6 +313,7 @@ def test_denoise_checks_branch_count(components):
         )
 
 
+@pytest.mark.slow
 def test_import_is_lazy():
     code = (
         "import sys, text2earth; assert 'torch' not in sys.modules, 'torch imported eagerly'; "

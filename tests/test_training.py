@@ -72,6 +72,7 @@ def test_full_scale_experiments_fast_dev_run(name, embedded_shards, tmp_path):
     assert result["global_step"] == 1
 
 
+@pytest.mark.slow
 def test_train_ema_checkpoint_export_reload(embedded_shards, tmp_path):
     result = run(
         "demo",
