@@ -9,6 +9,7 @@ import torch
 from text2earth.io.bands import TASKS, DnRange, check_task, to_band, write_band
 from text2earth.io.device import pick_device
 from text2earth.io.images import save_png
+from text2earth.io.pngmeta import image_text
 from text2earth.pipelines.translate import Text2EarthControlNetPipeline, load_condition
 
 
@@ -52,7 +53,7 @@ def translate_file(
         output_type="np",
     )
     image = result.images[0]
-    text = {"task": task, "input": str(input_path), "prompt": prompt, "level": f"{result.levels[0]:g}", "seed": seed}
+    text = image_text(prompt, result.levels[0], task=task, input=str(input_path), seed=seed)
     if TASKS[task][1] == "rgb":
         return save_png(image, out_path, text)
     return write_band(out_path, to_band(image), bits=bits)

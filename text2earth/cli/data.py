@@ -49,6 +49,7 @@ def _build_embedded(args: argparse.Namespace) -> int:
     from data_modules.embedded.build import build_embedded_shards
     from data_modules.embedded.preview import write_preview
 
+    _default_data(args, out="embedded")
     # The builder's own default when not given: one home for it.
     per_level = {"tiles_per_level": args.tiles_per_level} if args.tiles_per_level is not None else {}
     manifest = build_embedded_shards(
@@ -91,6 +92,7 @@ def _cache_latents(args: argparse.Namespace) -> int:
 def _build_pairs(args: argparse.Namespace) -> int:
     from data_modules.pairs import build_pair_shards, check_set
 
+    _default_data(args, embedded="embedded", out="pairs")
     names = [check_set(s) for s in args.sets] if args.sets else None
     reports = build_pair_shards(args.embedded, args.out, names, max_per_split=args.max_per_split)
     for name, report in reports.items():
@@ -98,10 +100,22 @@ def _build_pairs(args: argparse.Namespace) -> int:
     return 0
 
 
+def _default_data(args: argparse.Namespace, **names: str) -> None:
+    """Fill unset folder options with PROJECT/data/NAME: the folders the training configs read
+    (``paths.data_dir``), whatever the working directory."""
+    from text2earth.core.paths import project_root
+
+    for attr, name in names.items():
+        if getattr(args, attr) is None:
+            setattr(args, attr, str(project_root() / "data" / name))
+
+
 def register(data_sub: argparse._SubParsersAction) -> None:
     """Add every ``text2earth data`` subcommand."""
     emb = data_sub.add_parser("build-embedded", help="cut the real Landsat-8 / Sentinel-2 scenes into shards")
-    emb.add_argument("--out", default="data/embedded", help="output folder for the shards and manifest.json")
+    emb.add_argument(
+        "--out", default=None, help="output folder for the shards and manifest.json (default: PROJECT/data/embedded)"
+    )
     emb.add_argument("--preview", default=None, metavar="PNG", help="also write a PNG grid of tiles per level here")
     emb.add_argument("--tile", "--tile-size", dest="tile", type=int, default=64, help="tile side in pixels")
     emb.add_argument("--val-fraction", type=float, default=0.15, help="minimum width of each scene's held-out band")
@@ -151,8 +165,8 @@ def register(data_sub: argparse._SubParsersAction) -> None:
     stats.set_defaults(func=_stats)
 
     pairs = data_sub.add_parser("build-pairs", help="paired shards for translation + single-modality shards (LoRA)")
-    pairs.add_argument("--embedded", default="data/embedded")
-    pairs.add_argument("--out", default="data/pairs")
+    pairs.add_argument("--embedded", default=None, help="the embedded shards (default: PROJECT/data/embedded)")
+    pairs.add_argument("--out", default=None, help="output folder (default: PROJECT/data/pairs)")
     pairs.add_argument("--sets", nargs="*", default=None, help="tasks and/or modality_{nir,pan,sar} (default: all)")
     pairs.add_argument("--max-per-split", type=int, default=None, help="keep only the first N pairs of each split")
     pairs.set_defaults(func=_build_pairs)
