@@ -54,6 +54,8 @@ def test_regular_install_finds_configs_and_weights(tmp_path):
             "-q",
             "--no-deps",
             "--no-build-isolation",
+            # Without it pip uninstalls the project from the running environment before installing into the prefix.
+            "--ignore-installed",
             "--prefix",
             str(prefix),
             str(source),
@@ -78,3 +80,5 @@ def test_regular_install_finds_configs_and_weights(tmp_path):
     assert Path(conf) == share / "conf" and Path(pan2rgb) == share / "weights" / "translate" / "pan2rgb"
     assert Path(folder) == share / "weights" / "demo"
     assert (Path(pan2rgb) / "controlnet" / "diffusion_pytorch_model.safetensors").is_file()
+    # The environment running the tests keeps its own install (the console script included).
+    assert (Path(sys.executable).parent / "text2earth").is_file()
