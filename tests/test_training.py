@@ -186,7 +186,9 @@ def test_bf16_mixed_with_grad_accumulation_sample_and_eval_callbacks(embedded_sh
             "+trainer.accumulate_grad_batches=2",
             "trainer.limit_val_batches=0",
             "model.gradient_checkpointing=true",
-            "callbacks.model_checkpoint.every_n_train_steps=3",
+            "callbacks.model_checkpoint.every_n_train_steps=1",
+            "callbacks.model_checkpoint.keep_last=2",
+            "callbacks.model_checkpoint.optimizer_in_step_files=false",
             "callbacks.samples.every_n_steps=1",
             "callbacks.samples.at_train_end=false",
             "callbacks.samples.num_inference_steps=1",
@@ -224,6 +226,12 @@ def test_bf16_mixed_with_grad_accumulation_sample_and_eval_callbacks(embedded_sh
     encoder = load_file(run_dir / "model" / "text_encoder" / "model.safetensors")
     assert all(torch.equal(state[f"text_encoder.{k}"], v) for k, v in encoder.items() if f"text_encoder.{k}" in state)
     assert module.vae.dtype == torch.float32 and module.unet.dtype == torch.float32  # fp32 again after fit
+    # retention: the newest 2 step files, without optimizer state (EMA kept: export reads it); last.ckpt resumes
+    files = sorted(p.name for p in (run_dir / "checkpoints").iterdir())
+    assert files == ["last.ckpt", "step_0000002.ckpt", "step_0000003.ckpt"]
+    step_file = load_checkpoint(run_dir / "checkpoints" / "step_0000003.ckpt")
+    assert "optimizer_states" not in step_file and ema_weights_from_checkpoint(step_file)
+    assert load_checkpoint(run_dir / "checkpoints" / "last.ckpt")["optimizer_states"]
 
 
 TASKS = (
@@ -247,6 +255,8 @@ def test_every_task_composes_at_both_scales(name, tmp_path):
     assert published.model.optimizer.lr <= 1e-4 and published.trainer.max_steps >= 20000
     assert published.trainer.strategy._target_.endswith("DDPStrategy") and published.trainer.precision == "bf16-mixed"
     assert published.data.image_size == 256 and "wandb" in published.logger
+    retention = published.callbacks.model_checkpoint  # bounded disk for 1.3 B parameters (README: Training at scale)
+    assert retention.keep_last == 3 and retention.optimizer_in_step_files is False and retention.save_last
     cpu = compose_config("train", [f"experiment={name}", "scale=cpu"], output_dir=tmp_path)
     assert cpu.trainer.accelerator == "cpu" and cpu.trainer.max_steps <= 2000 and cpu.data.image_size == 64
     assert cpu.model.components.preset == "tiny" or cpu.model.components.folder.endswith("demo")
