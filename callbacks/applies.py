@@ -15,7 +15,7 @@ def is_text_to_image(pl_module: Any) -> bool:
         return False
     hparams = getattr(pl_module, "hparams", {})
     return (
-        getattr(pl_module, "mask_generator", None) is None
+        not getattr(pl_module, "is_inpainting", False)
         and getattr(pl_module, "controlnet", None) is None
         and not hparams.get("lora")
     )

@@ -18,8 +18,13 @@ from typing import Any
 import lightning as L
 import torch
 
+from callbacks.steps import OptimizerStepCallback
 
-class EMA(L.Callback):
+
+class EMA(OptimizerStepCallback):
+    """EMA updates once per optimizer step (``update_every`` and ``start_step`` count optimizer steps too), so
+    gradient accumulation does not turn ``decay`` into ``decay**k``; ``num_updates`` drives the warm-up."""
+
     def __init__(
         self,
         decay: float = 0.9999,
@@ -60,7 +65,7 @@ class EMA(L.Callback):
             self.shadow = {n: t.to(params[n].device) for n, t in self.shadow.items()}
 
     @torch.no_grad()
-    def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, *args: Any) -> None:
+    def on_optimizer_step(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         step = trainer.global_step
         if not self.shadow or step < self.start_step or step % self.update_every:
             return

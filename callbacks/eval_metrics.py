@@ -18,11 +18,13 @@ from lightning.pytorch.utilities import rank_zero_only
 
 from callbacks.applies import is_text_to_image
 from callbacks.ema import find_ema
+from callbacks.precision import training_autocast
+from callbacks.steps import OptimizerStepCallback
 
 METRICS = ("fid", "clip", "resolution")
 
 
-class EvalMetrics(L.Callback):
+class EvalMetrics(OptimizerStepCallback):
     def __init__(
         self,
         prompts: list[str],
@@ -70,7 +72,7 @@ class EvalMetrics(L.Callback):
         self._extractor = self._real_features = self._estimator = None
         self.last: dict[str, float] = {}
 
-    def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, *args: Any) -> None:
+    def on_optimizer_step(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         step = trainer.global_step
         if self.every_n_steps and step > 0 and step % self.every_n_steps == 0 and is_text_to_image(pl_module):
             self.evaluate(trainer, pl_module)
@@ -89,7 +91,7 @@ class EvalMetrics(L.Callback):
         ema = find_ema(trainer)
         was_training = pl_module.training
         pl_module.eval()
-        with ema.swapped(pl_module) if ema else contextlib.nullcontext():
+        with ema.swapped(pl_module) if ema else contextlib.nullcontext(), training_autocast(trainer):
             generated = generate_images(
                 pipe, prompts, out, self.batch_size, self.num_inference_steps, self.guidance_scale, "eval images"
             )

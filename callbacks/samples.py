@@ -19,11 +19,13 @@ from lightning.pytorch.utilities import rank_zero_only
 
 from callbacks.applies import is_text_to_image
 from callbacks.ema import find_ema
+from callbacks.precision import training_autocast
+from callbacks.steps import OptimizerStepCallback
 from text2earth.core.resolution import describe
 from text2earth.io.images import labelled_grid, save_png
 
 
-class SampleGridLogger(L.Callback):
+class SampleGridLogger(OptimizerStepCallback):
     def __init__(
         self,
         prompts: list[str],
@@ -49,7 +51,7 @@ class SampleGridLogger(L.Callback):
     def on_fit_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         self.active = is_text_to_image(pl_module)
 
-    def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, *args) -> None:
+    def on_optimizer_step(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         step = trainer.global_step
         if self.active and self.every_n_steps and step > 0 and step % self.every_n_steps == 0:
             self.log_grid(trainer, pl_module)
@@ -69,7 +71,7 @@ class SampleGridLogger(L.Callback):
         was_training = pl_module.training
         pl_module.eval()
         rows = []
-        with ema.swapped(pl_module) if ema else contextlib.nullcontext():
+        with ema.swapped(pl_module) if ema else contextlib.nullcontext(), training_autocast(trainer):
             for prompt in self.prompts:
                 # Same seed in every column: only the level changes across a row.
                 generators = [torch.Generator(device="cpu").manual_seed(self.seed) for _ in self.levels]

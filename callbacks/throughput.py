@@ -1,4 +1,4 @@
-"""Images-per-second of the training loop, logged as ``train/images_per_s``."""
+"""Images-per-second of the training loop, logged as ``train/images_per_s`` every ``window`` optimizer steps."""
 
 from __future__ import annotations
 
@@ -8,17 +8,20 @@ from typing import Any
 import lightning as L
 import torch
 
+from callbacks.steps import OptimizerStepCallback
 
-class ImagesPerSecond(L.Callback):
+
+class ImagesPerSecond(OptimizerStepCallback):
+    """Counts the images of every micro-batch (all ranks) and reports once per ``window`` optimizer steps."""
+
     def __init__(self, window: int = 20) -> None:
         self.window = window
         self._t0: float | None = None
         self._images = 0
         self._steps = 0
 
-    def on_train_batch_start(
-        self, trainer: L.Trainer, pl_module: L.LightningModule, batch: Any, batch_idx: int
-    ) -> None:
+    def on_train_batch_start(self, trainer: L.Trainer, pl_module: L.LightningModule, *args: Any) -> None:
+        super().on_train_batch_start(trainer, pl_module, *args)
         if self._t0 is None:
             self._t0 = time.perf_counter()
 
@@ -26,6 +29,9 @@ class ImagesPerSecond(L.Callback):
         self, trainer: L.Trainer, pl_module: L.LightningModule, outputs: Any, batch: Any, batch_idx: int
     ) -> None:
         self._images += len(batch["level"]) * trainer.world_size
+        super().on_train_batch_end(trainer, pl_module, outputs, batch, batch_idx)
+
+    def on_optimizer_step(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         self._steps += 1
         if self._steps >= self.window:
             if torch.cuda.is_available():

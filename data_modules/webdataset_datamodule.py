@@ -6,6 +6,7 @@ Batch (a dict):
     level         float32 B (zoom level, 0 = unknown)
     gsd_m         float32 B (metres per pixel, nan when unknown)
     key           list[str]
+    mask          float32 B x 1 x H x W (1 = repaint), only with ``masks`` set (inpainting), drawn in the workers
     latents       float32 B x 4 x h x w, only when every sample carries cached latents
     conditioning  float32 B x 3 x H x W in [0, 1], the ControlNet condition of paired-sample shards
                   (``{key}.cond.png``, see data_modules/pairs.py), only when every sample has one
@@ -39,9 +40,11 @@ from webdataset.autodecode import Decoder
 from webdataset.utils import PipelineStage, pytorch_worker_info
 
 from text2earth.core.resolution import UNKNOWN_LEVEL, check_level, gsd_to_level, level_to_gsd
+from text2earth.core.seeding import seeded_generator, stream_seed
 from text2earth.io.images import decode_rgb, normalise_uint8, to_tensor
 from text2earth.io.shards import expand_shards
 from text2earth.models.conditioning import tokenize
+from text2earth.models.masks import MaskGenerator
 
 log = logging.getLogger(__name__)
 
@@ -138,6 +141,25 @@ class _EpochAugment(PipelineStage):
                     sample["latents"] = sample["latents"].flip(-1)
                 if "conditioning" in sample:  # a pair flips together
                     sample["conditioning"] = sample["conditioning"].flip(-1)
+            yield sample
+
+
+class _WorkerMasks(PipelineStage):
+    """One random inpainting mask per sample (``mask``, 1 x H x W), drawn in the DataLoader worker from a
+    generator seeded per (seed, rank, worker, epoch); validation (``per_epoch=False``) draws the same masks
+    every pass, so val/loss curves compare across steps."""
+
+    def __init__(self, masks: MaskGenerator, seed: int, per_epoch: bool) -> None:
+        self.masks, self.seed, self.per_epoch = masks, seed, per_epoch
+        self.epoch = -1
+
+    def run(self, src: Iterator[dict]) -> Iterator[dict]:
+        self.epoch += 1
+        epoch = self.epoch if self.per_epoch else "val"
+        generator = seeded_generator(stream_seed(self.seed, "masks", epoch, _worker_tag()))
+        for sample in src:
+            h, w = sample["pixels"].shape[:2]
+            sample["mask"] = self.masks(1, h, w, generator)[0]
             yield sample
 
 
@@ -316,6 +338,8 @@ def collate_samples(samples: list[dict[str, Any]], uint8: bool = False) -> dict[
         "gsd_m": torch.tensor([s["gsd_m"] for s in samples], dtype=torch.float32),
         "key": [s["key"] for s in samples],
     }
+    if all("mask" in s for s in samples):
+        batch["mask"] = torch.stack([s["mask"] for s in samples])
     if all("input_ids" in s for s in samples):
         batch["input_ids"] = torch.stack([s["input_ids"] for s in samples])
     conditions = [s.get("conditioning") for s in samples]
@@ -353,6 +377,8 @@ class ShardDataModule(LightningDataModule):
     ``uint8_batches`` ships images as uint8 ``pixels`` (4x fewer bytes through shared memory, pinning and
     the host-to-device copy) and turns them into float ``pixel_values`` after the transfer, on the device
     (``on_after_batch_transfer``, which Lightning calls); loaders used outside Lightning then see ``pixels``.
+    ``masks`` (``MaskGenerator`` settings, for inpainting) adds a random ``mask`` per sample, drawn in the
+    DataLoader workers from streams seeded per (seed, rank, worker, epoch).
     """
 
     def __init__(
@@ -376,6 +402,7 @@ class ShardDataModule(LightningDataModule):
         random_crop: bool = False,
         tokenizer: str | None = None,
         uint8_batches: bool = False,
+        masks: dict[str, Any] | None = None,
     ) -> None:
         super().__init__()
         if batch_size < 1:
@@ -398,6 +425,7 @@ class ShardDataModule(LightningDataModule):
         self.random_crop = random_crop
         self.tokenizer = tokenizer
         self.uint8_batches = uint8_batches
+        self.masks = None if masks is None else MaskGenerator(**masks)
         self.samples_per_epoch = samples_per_epoch
         self.pin_memory = torch.cuda.is_available() if pin_memory is None else pin_memory
         self.skips = SkipCounter()
@@ -471,6 +499,8 @@ class ShardDataModule(LightningDataModule):
         stages.append(wds.map(_ToSample(self.image_size, crop, self._load_tokenizer()), handler=self.skips))
         if crop or (train and self.random_flip):
             stages.append(_EpochAugment(self.seed, self.image_size, crop, train and self.random_flip))
+        if self.masks is not None:  # after the crop: a mask covers the image the model sees
+            stages.append(_WorkerMasks(self.masks, self.seed, per_epoch=train))
         dataset = wds.DataPipeline(*stages)
         if train and self.samples_per_epoch:
             dataset = dataset.with_epoch(math.ceil(self.samples_per_epoch / max(1, self.num_workers)))

@@ -230,32 +230,61 @@ def test_folders_load_with_the_matching_pipeline(pipe, tiny_components, tmp_path
 DEMO_MODEL = shipped("demo")
 
 
-def module_config(inpainting):
-    components = {"folder": str(DEMO_MODEL), "inpainting": inpainting is not None}
+def module_config(inpainting: bool):
+    components = {"folder": str(DEMO_MODEL), "inpainting": inpainting}
     optimizer = {"_target_": "torch.optim.AdamW", "lr": 1e-4}
-    return {"components": components, "optimizer": optimizer, "inpainting": inpainting}
+    return {"components": components, "optimizer": optimizer}
 
 
 def test_zero_init_inpainting_module_has_the_text_to_image_loss(real_batch):
     """Built from the demo model, the 9-channel module starts with exactly the demo model's loss."""
-    text2img = LatentDiffusionModule(**module_config(None)).eval()
-    inpaint = LatentDiffusionModule(**module_config({"p_full": 0.0})).eval()
-    assert inpaint.unet.config.in_channels == 9 and inpaint.mask_generator is not None
+    text2img = LatentDiffusionModule(**module_config(False)).eval()
+    inpaint = LatentDiffusionModule(**module_config(True)).eval()
+    assert inpaint.unet.config.in_channels == 9 and inpaint.is_inpainting and not text2img.is_inpainting
     batch = {k: v[:4] for k, v in real_batch.items()}
-    losses = []
-    for module in (text2img, inpaint):
-        torch.manual_seed(0)  # the VAE samples image latents from the global generator
-        with torch.no_grad():
-            losses.append(module.diffusion_loss(batch, drop=False, generator=torch.Generator().manual_seed(0)))
+    batch["mask"] = MaskGenerator(p_full=0.0)(4, 64, 64, torch.Generator().manual_seed(0))
+    losses = [
+        module.diffusion_loss(batch, drop=False, generator=torch.Generator().manual_seed(0))
+        for module in (text2img, inpaint)
+    ]
     a, b = losses
     torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-7)
     # ... and the zero-initialised channels get gradient, so training moves them
     inpaint.train().diffusion_loss(batch).backward()
     assert inpaint.unet.conv_in.weight.grad[:, 4:].abs().sum() > 0
-    with pytest.raises(ValueError, match="inpainting=true"):
-        LatentDiffusionModule(**{**module_config(None), "inpainting": {"p_full": 0.1}})
+    with pytest.raises(ValueError, match="data.masks"):  # masks come from the DataLoader workers
+        inpaint.diffusion_loss({k: v for k, v in batch.items() if k != "mask"})
     with pytest.raises(ValueError, match="pixel batches"):
         inpaint.diffusion_loss({"latents": torch.zeros(1, 4, 16, 16), "caption": ["x"], "level": [13.0]})
+
+
+@pytest.mark.slow  # spawns DataLoader workers
+def test_masks_are_drawn_in_the_workers_per_rank_worker_and_epoch(embedded_small):
+    """Masks come with the batch, one per image, from streams seeded per (seed, rank, worker, epoch)."""
+    from data_modules.webdataset_datamodule import ShardDataModule
+
+    def masks(rank: int, epochs: int = 1, workers: int = 0) -> list[torch.Tensor]:
+        with pytest.MonkeyPatch.context() as env:
+            env.setenv("RANK", str(rank))  # the rank webdataset's pytorch_worker_info reads
+            env.setenv("WORLD_SIZE", "2")
+            dm = ShardDataModule(
+                f"{embedded_small}/train-*.tar",
+                batch_size=4,
+                num_workers=workers,
+                masks={"p_full": 0.0, "max_shapes": 2},
+                samples_per_epoch=8,  # resampled: both simulated ranks read a full epoch
+            )
+            dm.setup("fit")
+            loader = dm.train_dataloader()
+            return [batch["mask"] for _ in range(epochs) for batch in loader]
+
+    rank0 = masks(0, epochs=2)
+    assert rank0[0].shape == (4, 1, 64, 64) and set(rank0[0].unique().tolist()) <= {0.0, 1.0}
+    assert all(0 < m.mean() < 1 for m in rank0)  # p_full = 0: every mask repaints part of its image
+    assert all(torch.equal(a, b) for a, b in zip(rank0, masks(0, epochs=2), strict=True))  # reproducible
+    assert not any(torch.equal(a, b) for a, b in zip(rank0, masks(1, epochs=2), strict=True))  # ranks differ
+    assert not torch.equal(rank0[0], rank0[2])  # a new epoch draws new masks
+    assert not torch.equal(masks(0, workers=2)[0], masks(0, workers=2)[1])  # two workers, two streams
 
 
 def test_inpaint_experiment_trains_through_hydra_and_exports(embedded_shards, tmp_path):

@@ -121,3 +121,32 @@ def test_checkpoint_can_leave_out_frozen_parts():
     module.on_save_checkpoint(checkpoint)
     prefixes = {k.split(".", 1)[0] for k in checkpoint["state_dict"]}
     assert prefixes == {"unet"}
+
+
+def test_each_rank_draws_its_own_noise_timesteps_dropout_and_latents(real_batch):
+    """Streams are seeded by (seed, rank, step, batch): ranks differ, the same rank replays exactly."""
+    module = make_module(seed=7, p_text=0.5, p_level=0.5).train()
+    batch = {k: v[:8] for k, v in real_batch.items()}
+
+    def draws(rank: int, step: int = 3) -> tuple[torch.Tensor, ...]:
+        generator, cpu = module.random_streams("train", step, 0, rank=rank)
+        captions, levels = drop_conditions(batch["caption"], batch["level"], 0.5, 0.5, cpu)
+        timesteps = torch.randint(0, 1000, (8,), generator=generator)
+        posterior = module.encode_images(batch["pixel_values"], generator)
+        noise = torch.randn(posterior.shape, generator=generator)
+        return torch.tensor([c == "" for c in captions]), levels, timesteps, posterior, noise
+
+    def loss(rank: int) -> torch.Tensor:
+        generator, cpu = module.random_streams("train", 3, 0, rank=rank)
+        with torch.no_grad():
+            return module.diffusion_loss(batch, generator=generator, cpu_generator=cpu)
+
+    rank0, again, rank1, later = draws(0), draws(0), draws(1), draws(0, step=4)
+    for a, b, c, d in zip(rank0, again, rank1, later, strict=True):
+        assert torch.equal(a, b)
+        assert not torch.equal(a, c) and not torch.equal(a, d)  # another rank, another step: other draws
+    assert torch.equal(loss(0), loss(0)) and not torch.equal(loss(0), loss(1))
+    assert (
+        module.random_streams("train", 3, 0)[0].initial_seed()
+        == module.random_streams("train", 3, 0, rank=0)[0].initial_seed()
+    )  # without a trainer the module is rank 0

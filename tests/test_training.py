@@ -11,6 +11,7 @@ from omegaconf import OmegaConf
 from callbacks.ema import EMA
 from text2earth.cli.main import main as cli_main
 from text2earth.core.config import compose_config
+from text2earth.core.paths import shipped
 from text2earth.pipelines.text2img import Text2EarthPipeline
 from text2earth.training.ema import ema_weights_from_checkpoint
 from text2earth.training.export import export_checkpoint, load_checkpoint
@@ -154,7 +155,7 @@ def test_ema_update_rule_and_swap():
     old = ema.shadow["weight"].clone()
     with torch.no_grad():
         net.weight.add_(1.0)
-    ema.on_train_batch_end(types.SimpleNamespace(global_step=1), holder)
+    ema.on_optimizer_step(types.SimpleNamespace(global_step=1), holder)
     expected = 0.9 * old + 0.1 * net.weight.detach()
     torch.testing.assert_close(ema.shadow["weight"], expected)
     raw = net.weight.detach().clone()
@@ -167,25 +168,70 @@ def test_ema_update_rule_and_swap():
     assert warm.current_decay() == 0.9999
 
 
-def test_bf16_mixed_casts_frozen_parts_and_checkpointing_trains(embedded_shards, tmp_path):
+@pytest.mark.slow
+def test_bf16_mixed_with_grad_accumulation_sample_and_eval_callbacks(embedded_shards, tmp_path):
+    """bf16-mixed on CPU through the sample grid and eval callbacks, 2 micro-batches per optimizer step:
+    callbacks fire per optimizer step, and checkpoints and exports keep the frozen parts' exact weights."""
+    from safetensors.torch import load_file
+
+    source_vae = shipped("demo") / "vae"
     result = run(
         "demo",
         embedded_shards,
         tmp_path,
         [
-            "debug=fast",
-            "model.components.vae_folder=null",
+            f"model.components.vae_folder={source_vae}",
             "trainer.precision=bf16-mixed",
+            "trainer.max_steps=3",
+            "+trainer.accumulate_grad_batches=2",
+            "trainer.limit_val_batches=0",
             "model.gradient_checkpointing=true",
+            "callbacks.model_checkpoint.every_n_train_steps=1",
+            "callbacks.model_checkpoint.keep_last=2",
+            "callbacks.model_checkpoint.optimizer_in_step_files=false",
+            "callbacks.samples.every_n_steps=1",
             "callbacks.samples.at_train_end=false",
-            "callbacks.export=null",
+            "callbacks.samples.num_inference_steps=1",
+            "callbacks.samples.prompts=[farmland]",
+            "callbacks.samples.levels=[0,13]",
+            "callbacks.eval_metrics.every_n_steps=2",
+            "callbacks.eval_metrics.metrics=[resolution]",
+            "callbacks.eval_metrics.prompts=[farmland]",
+            "callbacks.eval_metrics.levels=[13.0]",
+            "callbacks.eval_metrics.images_per_prompt=1",
+            "callbacks.eval_metrics.num_inference_steps=1",
+            f"callbacks.eval_metrics.estimator_shards={embedded_shards}/train-*.tar",
+            "callbacks.eval_metrics.estimator_every=25",
+            "callbacks.eval_metrics.estimator_epochs=1",
+            "callbacks.throughput.window=3",
         ],
     )
-    module = result["model"]
-    assert result["global_step"] == 1
-    assert module.vae.dtype == torch.bfloat16 and module.text_encoder.dtype == torch.bfloat16
-    assert module.unet.dtype == torch.float32  # trained weights stay fp32 (autocast does the rest)
-    assert module.unet.is_gradient_checkpointing
+    run_dir, module, trainer = tmp_path / "demo", result["model"], result["trainer"]
+    assert result["global_step"] == 3 and module.unet.is_gradient_checkpointing
+    # once per optimizer step (3), not per micro-batch (6)
+    assert next(cb for cb in trainer.callbacks if isinstance(cb, EMA)).num_updates == 3
+    assert sorted(p.name for p in (run_dir / "samples").glob("*.png")) == [f"step_000000{i}.png" for i in (1, 2, 3)]
+    assert [p.name for p in (run_dir / "eval").iterdir()] == ["step_0000002"]
+    assert "eval/level_mae" in trainer.callback_metrics or np.isfinite(
+        next(cb for cb in trainer.callbacks if type(cb).__name__ == "EvalMetrics").last["eval/level_mae"]
+    )
+    assert "train/images_per_s" in trainer.callback_metrics
+    # the frozen parts ran in bf16 during fit, but nothing rounded leaks out: the exported VAE is the source VAE
+    source = load_file(source_vae / "diffusion_pytorch_model.safetensors")
+    exported = load_file(run_dir / "model" / "vae" / "diffusion_pytorch_model.safetensors")
+    assert source.keys() == exported.keys()
+    assert all(exported[k].dtype == source[k].dtype and torch.equal(exported[k], source[k]) for k in source)
+    state = load_checkpoint(run_dir / "checkpoints" / "last.ckpt")["state_dict"]
+    assert all(torch.equal(state[f"vae.{k}"], v) for k, v in source.items())
+    encoder = load_file(run_dir / "model" / "text_encoder" / "model.safetensors")
+    assert all(torch.equal(state[f"text_encoder.{k}"], v) for k, v in encoder.items() if f"text_encoder.{k}" in state)
+    assert module.vae.dtype == torch.float32 and module.unet.dtype == torch.float32  # fp32 again after fit
+    # retention: the newest 2 step files, without optimizer state (EMA kept: export reads it); last.ckpt resumes
+    files = sorted(p.name for p in (run_dir / "checkpoints").iterdir())
+    assert files == ["last.ckpt", "step_0000002.ckpt", "step_0000003.ckpt"]
+    step_file = load_checkpoint(run_dir / "checkpoints" / "step_0000003.ckpt")
+    assert "optimizer_states" not in step_file and ema_weights_from_checkpoint(step_file)
+    assert load_checkpoint(run_dir / "checkpoints" / "last.ckpt")["optimizer_states"]
 
 
 TASKS = (
@@ -209,6 +255,8 @@ def test_every_task_composes_at_both_scales(name, tmp_path):
     assert published.model.optimizer.lr <= 1e-4 and published.trainer.max_steps >= 20000
     assert published.trainer.strategy._target_.endswith("DDPStrategy") and published.trainer.precision == "bf16-mixed"
     assert published.data.image_size == 256 and "wandb" in published.logger
+    retention = published.callbacks.model_checkpoint  # bounded disk for 1.3 B parameters (README: Training at scale)
+    assert retention.keep_last == 3 and retention.optimizer_in_step_files is False and retention.save_last
     cpu = compose_config("train", [f"experiment={name}", "scale=cpu"], output_dir=tmp_path)
     assert cpu.trainer.accelerator == "cpu" and cpu.trainer.max_steps <= 2000 and cpu.data.image_size == 64
     assert cpu.model.components.preset == "tiny" or cpu.model.components.folder.endswith("demo")

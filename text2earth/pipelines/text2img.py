@@ -310,9 +310,10 @@ class Text2EarthPipeline(DiffusionPipeline):
         if request.output_type == "latent":
             images = latents
         else:
-            decoded = self.vae.decode(
-                latents / self.vae.config.scaling_factor, return_dict=False, generator=request.generator
-            )[0]
+            # The VAE may hold another dtype than the UNet (a bf16-mixed training module keeps the frozen
+            # VAE in bf16 and the UNet in fp32): the latents go in as the VAE's dtype.
+            scaled = (latents / self.vae.config.scaling_factor).to(self.vae.dtype)
+            decoded = self.vae.decode(scaled, return_dict=False, generator=request.generator)[0]
             if finish is not None:
                 decoded = finish(decoded)
             images = self.image_processor.postprocess(decoded, output_type=request.output_type)

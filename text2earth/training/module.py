@@ -6,7 +6,12 @@ checkpoint alone rebuilds it: ``LatentDiffusionModule.load_from_checkpoint(path)
 
 Batch contract (see data_modules): ``pixel_values`` (B,3,H,W in [-1,1]) *or* ``latents`` (B,4,h,w,
 already multiplied by the VAE scaling factor: a latent cache skips the VAE), ``caption`` (list of str)
-*or* ``encoder_hidden_states`` (cached text features), and ``level`` (B floats, 0 = unknown).
+*or* ``encoder_hidden_states`` (cached text features), ``level`` (B floats, 0 = unknown), and for an
+inpainting UNet ``mask`` (B,1,H,W, 1 = repaint), drawn in the DataLoader workers (``ShardDataModule(masks=...)``).
+
+Randomness: every draw (noise, timesteps, caption/level dropout, VAE posterior samples) comes from
+generators seeded by (seed, global rank, optimizer step, batch index) -- see :meth:`random_streams` --
+so DDP ranks draw differently and a run (or a resumed one) replays exactly for a given world size.
 """
 
 from __future__ import annotations
@@ -21,13 +26,13 @@ from diffusers import DDPMScheduler, EulerDiscreteScheduler
 from diffusers.models.attention_processor import AttnProcessor2_0
 
 from text2earth.core.config import make_hparams_plain
+from text2earth.core.seeding import run_seed, seeded_generator, stream_seed
 from text2earth.io.files import atomic_directory
 from text2earth.models.components import Components, build_components, save_folder
 from text2earth.models.conditioning import drop_conditions, encode_ids, encode_text, level_class_labels, tokenize
 from text2earth.models.controlnet import controlled_prediction
 from text2earth.models.inpainting import inpaint_model_input, is_inpainting_unet, mask_and_masked_latents
 from text2earth.models.losses import diffusion_target, min_snr_weights, sample_noise
-from text2earth.models.masks import MaskGenerator
 from text2earth.training.optim import configure_optimization
 from text2earth.training.variants import build_variant, export_variant
 
@@ -49,7 +54,7 @@ class LatentDiffusionModule(L.LightningModule):
         save_frozen_in_checkpoint: bool = True,
         lora: dict[str, Any] | None = None,
         controlnet: dict[str, Any] | None = None,
-        inpainting: dict[str, Any] | None = None,
+        seed: int | None = None,
     ) -> None:
         super().__init__()
         self.save_hyperparameters()
@@ -58,10 +63,8 @@ class LatentDiffusionModule(L.LightningModule):
         self.vae = parts.vae
         self.text_encoder = parts.text_encoder
         self.unet = parts.unet
-        # A 9-channel UNet trains on random masks (``inpainting``: MaskGenerator settings).
-        self.mask_generator = MaskGenerator(**(inpainting or {})) if is_inpainting_unet(self.unet) else None
-        if inpainting is not None and self.mask_generator is None:
-            raise ValueError("an inpainting config needs a 9-channel UNet: set model.components.inpainting=true")
+        # A 9-channel UNet trains on random masks, drawn in the DataLoader workers (batch["mask"]).
+        self.is_inpainting = is_inpainting_unet(self.unet)
         self.tokenizer = parts.tokenizer
         self.level_scale = parts.level_scale
         # Training always uses the DDPM forward process of the model's own beta schedule.
@@ -80,6 +83,8 @@ class LatentDiffusionModule(L.LightningModule):
         # Frozen weights that come from a folder are rebuilt from config on load, not re-saved.
         self.strict_loading = save_frozen_in_checkpoint
         self._null_text: torch.Tensor | None = None
+        # fp32 copies (CPU) of the frozen parts while fit runs them in bf16/fp16: what checkpoints and exports hold.
+        self._frozen_masters: dict[str, dict[str, torch.Tensor]] | None = None
 
     # -- frozen parts -----------------------------------------------------------------------------
     def train(self, mode: bool = True) -> LatentDiffusionModule:
@@ -89,17 +94,38 @@ class LatentDiffusionModule(L.LightningModule):
         return self
 
     def on_fit_start(self) -> None:
-        # Under bf16/fp16 mixed precision the frozen nets run entirely in that dtype: half the memory.
+        # Under bf16/fp16 mixed precision the frozen nets run entirely in that dtype: half the memory. Their
+        # exact source weights stay on the CPU, for checkpoints and exports (rounded copies must not leak).
         dtype = {"bf16-mixed": torch.bfloat16, "16-mixed": torch.float16}.get(str(self.trainer.precision))
-        if dtype is not None:
+        if dtype is not None and self._frozen_masters is None:
+            self._frozen_masters = {
+                name: {k: v.detach().to("cpu", copy=True) for k, v in getattr(self, name).state_dict().items()}
+                for name in FROZEN_PARTS
+            }
             self.vae.to(dtype=dtype)
             self.text_encoder.to(dtype=dtype)
 
+    def on_fit_end(self) -> None:
+        self.restore_frozen_weights()
+
+    def restore_frozen_weights(self) -> None:
+        """Put the exact source weights (fp32) back into the frozen parts after a reduced-precision fit."""
+        if self._frozen_masters is None:
+            return
+        for name, state in self._frozen_masters.items():
+            part = getattr(self, name).float()  # upcast first: loading into bf16 params would round again
+            part.load_state_dict(state)
+        self._frozen_masters = None
+        self._null_text = None
+
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        state = checkpoint["state_dict"]
         if not self.hparams.save_frozen_in_checkpoint:
-            state = checkpoint["state_dict"]
             for key in [k for k in state if k.split(".", 1)[0] in FROZEN_PARTS]:
                 del state[key]
+        elif self._frozen_masters is not None:
+            for name, master in self._frozen_masters.items():
+                state.update({f"{name}.{k}": v for k, v in master.items()})
 
     @property
     def components(self) -> Components:
@@ -107,11 +133,30 @@ class LatentDiffusionModule(L.LightningModule):
         scheduler = EulerDiscreteScheduler.from_config(self.noise_scheduler.config)
         return Components(self.vae, self.text_encoder, self.tokenizer, self.unet, scheduler, self.level_scale)
 
+    # -- randomness -------------------------------------------------------------------------------
+    @property
+    def seed(self) -> int:
+        """The run's seed: the ``seed`` hparam, else what ``seed_everything`` exported (train() calls it)."""
+        return run_seed() if self.hparams.seed is None else int(self.hparams.seed)
+
+    def random_streams(
+        self, kind: str, *coordinates: int, rank: int | None = None
+    ) -> tuple[torch.Generator, torch.Generator]:
+        """``(device, cpu)`` generators for one batch, seeded by (seed, kind, global rank, *coordinates).
+
+        Training uses (optimizer step, batch index): every rank and micro-batch gets its own stream and a
+        resumed run re-derives the streams of the steps it has not done yet, with no generator state to save.
+        The CPU generator draws the small per-sample decisions (caption/level dropout).
+        """
+        rank = self.global_rank if rank is None else rank
+        seed = stream_seed(self.seed, kind, rank, *coordinates)
+        return seeded_generator(seed, self.device), seeded_generator(seed)
+
     # -- conditioning -----------------------------------------------------------------------------
     @torch.no_grad()
-    def encode_images(self, pixel_values: torch.Tensor) -> torch.Tensor:
+    def encode_images(self, pixel_values: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
         pixels = pixel_values.to(device=self.device, dtype=self.vae.dtype)
-        latents = self.vae.encode(pixels).latent_dist.sample()
+        latents = self.vae.encode(pixels).latent_dist.sample(generator=generator)
         return latents.float() * self.vae.config.scaling_factor
 
     def null_text_embedding(self) -> torch.Tensor:
@@ -119,40 +164,50 @@ class LatentDiffusionModule(L.LightningModule):
             self._null_text = encode_text(self.text_encoder, self.tokenizer, [""], self.device).float()
         return self._null_text
 
-    def conditions(self, batch: dict[str, Any], drop: bool) -> tuple[torch.Tensor, torch.Tensor]:
-        """Text features and class labels for a batch, with independent dropout when ``drop``."""
+    def conditions(
+        self, batch: dict[str, Any], drop: bool, generator: torch.Generator | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Text features and class labels for a batch, with independent dropout (CPU ``generator``) when ``drop``."""
         levels = torch.as_tensor(batch["level"], dtype=torch.float32, device=self.device)
         p_text, p_level = (self.hparams.p_text, self.hparams.p_level) if drop else (0.0, 0.0)
         if "encoder_hidden_states" in batch:
             text = batch["encoder_hidden_states"].to(self.device).float()
-            dropped, levels = drop_conditions([" "] * len(levels), levels, p_text, p_level)
+            dropped, levels = drop_conditions([" "] * len(levels), levels, p_text, p_level, generator)
             mask = torch.tensor([c == "" for c in dropped], device=self.device)
             text = torch.where(mask[:, None, None], self.null_text_embedding().expand_as(text), text)
         elif "input_ids" in batch:  # tokenised in the DataLoader workers: a dropped caption gets the empty prompt's ids
-            captions, levels = drop_conditions(batch["caption"], levels, p_text, p_level)
+            captions, levels = drop_conditions(batch["caption"], levels, p_text, p_level, generator)
             ids = batch["input_ids"].to(self.device)
             dropped = torch.tensor([c == "" for c in captions], device=self.device)
             ids = torch.where(dropped[:, None], tokenize(self.tokenizer, [""]).to(self.device), ids)
             text = encode_ids(self.text_encoder, ids).float()
         else:
-            captions, levels = drop_conditions(batch["caption"], levels, p_text, p_level)
+            captions, levels = drop_conditions(batch["caption"], levels, p_text, p_level, generator)
             text = encode_text(self.text_encoder, self.tokenizer, captions, self.device).float()
         return text, level_class_labels(levels, self.level_scale).to(self.device)
 
     # -- objective --------------------------------------------------------------------------------
     def diffusion_loss(
-        self, batch: dict[str, Any], drop: bool = True, generator: torch.Generator | None = None
+        self,
+        batch: dict[str, Any],
+        drop: bool = True,
+        generator: torch.Generator | None = None,
+        cpu_generator: torch.Generator | None = None,
     ) -> torch.Tensor:
+        """The loss of one batch. ``generator`` (on the module's device) draws the VAE posterior samples,
+        noise and timesteps; ``cpu_generator`` the dropout (default: ``generator`` when that is on the CPU)."""
+        if cpu_generator is None and generator is not None and generator.device.type == "cpu":
+            cpu_generator = generator
         if "latents" in batch:
             latents = batch["latents"].to(self.device).float()
         else:
-            latents = self.encode_images(batch["pixel_values"])
-        text, class_labels = self.conditions(batch, drop)
+            latents = self.encode_images(batch["pixel_values"], generator)
+        text, class_labels = self.conditions(batch, drop, cpu_generator)
         noise = sample_noise(latents, self.hparams.noise_offset, generator)
         n_steps = self.noise_scheduler.config.num_train_timesteps
         timesteps = torch.randint(0, n_steps, (latents.shape[0],), device=self.device, generator=generator)
         noisy = self.noise_scheduler.add_noise(latents, noise, timesteps)
-        prediction = self.predict(noisy, timesteps, text, class_labels, batch)
+        prediction = self.predict(noisy, timesteps, text, class_labels, batch, generator)
         target = diffusion_target(self.noise_scheduler, latents, noise, timesteps)
         per_sample = F.mse_loss(prediction.float(), target.float(), reduction="none").mean(dim=(1, 2, 3))
         weights = min_snr_weights(self.noise_scheduler, timesteps, self.hparams.snr_gamma)
@@ -165,6 +220,7 @@ class LatentDiffusionModule(L.LightningModule):
         text: torch.Tensor,
         class_labels: torch.Tensor,
         batch: dict[str, Any],
+        generator: torch.Generator | None = None,
     ) -> torch.Tensor:
         """The network's output for noisy latents: the one place task variants (extra input channels,
         control residuals) hook into the shared training step."""
@@ -172,32 +228,37 @@ class LatentDiffusionModule(L.LightningModule):
             return controlled_prediction(
                 self.unet, self.controlnet, noisy, timesteps, text, class_labels, batch["conditioning"]
             )
-        if self.mask_generator is not None:
-            noisy = inpaint_model_input(noisy, *self.inpainting_inputs(batch))
+        if self.is_inpainting:
+            noisy = inpaint_model_input(noisy, *self.inpainting_inputs(batch, generator))
         return self.unet(noisy, timesteps, encoder_hidden_states=text, class_labels=class_labels).sample
 
-    def inpainting_inputs(self, batch: dict[str, Any]) -> tuple[torch.Tensor, torch.Tensor]:
-        """Random masks for the batch's images, as mask channel and masked-image latent."""
+    def inpainting_inputs(
+        self, batch: dict[str, Any], generator: torch.Generator | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """The batch's masks (drawn in the DataLoader workers) as mask channel and masked-image latent."""
         if "pixel_values" not in batch:
             raise ValueError(
                 "inpainting trains from pixel batches (the masked image needs the VAE), not cached latents"
             )
+        if "mask" not in batch:
+            raise ValueError(
+                "an inpainting UNet trains on batch['mask']: set data.masks (MaskGenerator settings, "
+                "text2earth/models/masks.py) so the DataLoader workers draw them"
+            )
         pixels = batch["pixel_values"].to(self.device)
-        # Validation uses the same masks every time, so val/loss curves compare across steps.
-        generator = None if self.training else torch.Generator().manual_seed(0)
-        masks = self.mask_generator(pixels.shape[0], pixels.shape[-2], pixels.shape[-1], generator)
-        return mask_and_masked_latents(self.vae, pixels, masks.to(self.device))
+        return mask_and_masked_latents(self.vae, pixels, batch["mask"].to(self.device), generator)
 
     def training_step(self, batch: dict[str, Any], batch_idx: int) -> torch.Tensor:
-        loss = self.diffusion_loss(batch, drop=True)
+        generator, cpu_generator = self.random_streams("train", self.global_step, batch_idx)
+        loss = self.diffusion_loss(batch, drop=True, generator=generator, cpu_generator=cpu_generator)
         batch_size = len(batch["level"])
         self.log("train/loss", loss, prog_bar=True, batch_size=batch_size)
         return loss
 
     def validation_step(self, batch: dict[str, Any], batch_idx: int) -> torch.Tensor:
-        # Fixed noise and timesteps per batch index, so val/loss curves compare across steps.
-        generator = torch.Generator(device=self.device).manual_seed(1000 + batch_idx)
-        loss = self.diffusion_loss(batch, drop=False, generator=generator)
+        # Fixed noise and timesteps per (rank, batch index), so val/loss curves compare across steps.
+        generator, cpu_generator = self.random_streams("val", batch_idx)
+        loss = self.diffusion_loss(batch, drop=False, generator=generator, cpu_generator=cpu_generator)
         self.log("val/loss", loss, prog_bar=True, sync_dist=True, batch_size=len(batch["level"]))
         return loss
 
@@ -210,9 +271,10 @@ class LatentDiffusionModule(L.LightningModule):
     def export(self, folder: str | Path) -> Path:
         """Write a diffusers folder in the published layout (safetensors) that pipelines load."""
         self.float()  # folders hold fp32 weights, whatever precision training ran in (end of training)
+        self.restore_frozen_weights()  # the frozen parts' exact source weights, not bf16-rounded copies
         if self.hparams.lora or self.controlnet is not None:  # an adapter / translator folder, not a model
             return export_variant(self, folder)
-        class_name = "Text2EarthInpaintPipeline" if self.mask_generator is not None else "Text2EarthPipeline"
+        class_name = "Text2EarthInpaintPipeline" if self.is_inpainting else "Text2EarthPipeline"
         with atomic_directory(folder) as tmp:
             save_folder(self.components, tmp, class_name)
         return Path(folder)
