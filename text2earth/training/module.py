@@ -5,7 +5,8 @@ Frozen VAE and text encoder, trainable UNet conditioned on caption (cross-attent
 checkpoint alone rebuilds it: ``LatentDiffusionModule.load_from_checkpoint(path)``.
 
 Batch contract (see data_modules): ``pixel_values`` (B,3,H,W in [-1,1]) *or* ``latents`` (B,4,h,w,
-already multiplied by the VAE scaling factor: a latent cache skips the VAE), ``caption`` (list of str)
+already multiplied by the VAE scaling factor: a latent cache skips the VAE; with ``latents_std`` they are
+the posterior mean and std, sampled here), ``caption`` (list of str)
 *or* ``encoder_hidden_states`` (cached text features), and ``level`` (B floats, 0 = unknown).
 """
 
@@ -145,6 +146,9 @@ class LatentDiffusionModule(L.LightningModule):
     ) -> torch.Tensor:
         if "latents" in batch:
             latents = batch["latents"].to(self.device).float()
+            if "latents_std" in batch:  # a posterior cache: the same mean + std * noise draw the VAE path takes
+                std = batch["latents_std"].to(self.device).float()
+                latents = latents + std * sample_noise(latents, 0.0, generator)
         else:
             latents = self.encode_images(batch["pixel_values"])
         text, class_labels = self.conditions(batch, drop)
