@@ -7,7 +7,9 @@ Batch (a dict):
     gsd_m         float32 B (metres per pixel, nan when unknown)
     key           list[str]
     mask          float32 B x 1 x H x W (1 = repaint), only with ``masks`` set (inpainting), drawn in the workers
-    latents       float32 B x 4 x h x w, only when every sample carries cached latents
+    latents       float32 B x 4 x h x w, only when every sample carries cached latents (the posterior mean)
+    latents_std   float32 B x 4 x h x w, the cached posterior std, when the cache has it
+    encoder_hidden_states  float32 B x 77 x D, the cached text-encoder states, when the cache has them
     conditioning  float32 B x 3 x H x W in [0, 1], the ControlNet condition of paired-sample shards
                   (``{key}.cond.png``, see data_modules/pairs.py), only when every sample has one
 
@@ -51,6 +53,13 @@ log = logging.getLogger(__name__)
 IMAGE_KEYS = ("png", "jpg", "jpeg", "webp")
 LATENT_KEYS = ("latents.npy", "latents.pth")
 CONDITION_KEY = "cond.png"
+# Arrays a latent cache adds beside ``latents.npy`` (data_modules/latent_cache.py) -> sample field names.
+CACHED_ARRAYS = {
+    "latents_std.npy": "latents_std",
+    "latents_flip.npy": "latents_flip",
+    "latents_flip_std.npy": "latents_flip_std",
+    "encoder_hidden_states.npy": "encoder_hidden_states",
+}
 
 
 class SkipCounter:
@@ -137,8 +146,12 @@ class _EpochAugment(PipelineStage):
                 sample["flip"] = True  # done on the stacked batch in torch (numpy's reversed copy is slow)
                 if "latents_flip" in sample:  # cached from the flipped image: exact
                     sample["latents"] = sample["latents_flip"]
+                    if "latents_flip_std" in sample:
+                        sample["latents_std"] = sample["latents_flip_std"]
                 elif "latents" in sample:  # the VAE is convolutional: a flipped latent ~ the flipped image's
                     sample["latents"] = sample["latents"].flip(-1)
+                    if "latents_std" in sample:
+                        sample["latents_std"] = sample["latents_std"].flip(-1)
                 if "conditioning" in sample:  # a pair flips together
                     sample["conditioning"] = sample["conditioning"].flip(-1)
             yield sample
@@ -172,7 +185,7 @@ def _decode_field(key: str, data: bytes) -> Any:
         return data.decode("utf-8")
     if ext == "json":
         return json.loads(data)
-    if ext in ("latents.npy", "latents_flip.npy"):
+    if ext in CACHED_ARRAYS or ext == "latents.npy":
         return np.load(io.BytesIO(data), allow_pickle=False)
     if ext == "latents.pth":
         return torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
@@ -261,8 +274,11 @@ class _ToSample:
             if latents.ndim != 3:
                 raise ValueError(f"sample {key!r}: cached latents must be C x h x w, got shape {tuple(latents.shape)}")
             out["latents"] = latents.float()
-            if "latents_flip.npy" in sample:  # the cache's exact latents of the flipped image
-                out["latents_flip"] = torch.as_tensor(np.asarray(sample["latents_flip.npy"])).float()
+        # The posterior's std (training samples mean + std * noise), the flipped image's posterior and the
+        # caption's text-encoder states, where the cache holds them.
+        for field, name in CACHED_ARRAYS.items():
+            if field in sample:
+                out[name] = torch.as_tensor(np.asarray(sample[field])).float()
         return out
 
 
@@ -354,6 +370,10 @@ def collate_samples(samples: list[dict[str, Any]], uint8: bool = False) -> dict[
                 f"cached latents of different shapes in one batch: {sorted({tuple(t.shape) for t in latents})}"
             )
         batch["latents"] = torch.stack(latents)
+        # Posterior std and text states ride along only when every sample has them, like the latents.
+        for name in ("latents_std", "encoder_hidden_states"):
+            if all(name in s for s in samples):
+                batch[name] = torch.stack([s[name] for s in samples])
     elif any(t is not None for t in latents):
         log.warning("batch mixes samples with and without cached latents: latents dropped for this batch")
     return batch

@@ -87,3 +87,18 @@ def test_console_script_runs_as_a_process(model_folder, tmp_path):
 def test_info_prints_the_published_parameter_count(capsys):
     assert main(["info", "--preset", "text2earth_sd2"]) == 0
     assert "1292.0 M" in capsys.readouterr().out
+
+
+def test_train_config_mistakes_are_one_line(tmp_path, capsys):
+    """Composition and instantiation mistakes of `train` end as one line and exit code 2 (the Hydra runner)."""
+    run = f"hydra.run.dir={tmp_path}"
+    cases = {
+        ("experiment=demo_autoencoderr",): "did you mean experiment=demo_autoencoder",
+        ("experiment=demo_autoencoder", "trainer.max_step=5", run): "did you mean trainer.max_steps",
+        ("experiment=demo_autoencoder", "trainer._target_=nope.Trainer", run): "Error locating target 'nope.Trainer'",
+        ("experiment=demo_autoencoder", "trainer=deepspeed", run): "needs the deepspeed package",
+    }
+    for overrides, expected in cases.items():
+        assert main(["train", *overrides]) == 2
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and expected in err[0], (overrides, err)

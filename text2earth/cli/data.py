@@ -81,10 +81,19 @@ def _cache_latents(args: argparse.Namespace) -> int:
     from data_modules.latent_cache import cache_latents
 
     counts = cache_latents(
-        args.shards, args.model, args.out, image_size=args.image_size, batch_size=args.batch_size, flip=args.flip
+        args.shards,
+        args.model,
+        args.out,
+        image_size=args.image_size,
+        batch_size=args.batch_size,
+        flip=args.flip,
+        device=args.device,
+        devices=args.devices,
+        text=not args.no_text,
     )
     print(
-        f"cached {counts['samples']} latents in {counts['shards']} shards to {args.out} (skipped {counts['skipped']})"
+        f"cached {counts['samples']} samples in {counts['shards']} shards to {args.out} "
+        f"(skipped {counts['skipped']}; {counts['kept']} shards already done)"
     )
     return 0
 
@@ -126,13 +135,23 @@ def register(data_sub: argparse._SubParsersAction) -> None:
     emb.add_argument("--quiet", action="store_true", help="no progress bar")
     emb.set_defaults(func=_build_embedded)
 
-    cache = data_sub.add_parser("cache-latents", help="encode shard images with the VAE once (training skips the VAE)")
+    cache = data_sub.add_parser(
+        "cache-latents",
+        help="encode shards once with the VAE and text encoder (training skips both); re-running resumes",
+    )
     cache.add_argument("shards", help="brace pattern, glob, folder or list file")
     cache.add_argument("--model", required=True, help="a model folder (its vae/) or a VAE folder")
     cache.add_argument("--out", required=True)
-    cache.add_argument("--image-size", type=int, default=None, help="default: the VAE's sample size")
+    cache.add_argument("--image-size", type=int, default=None, help="default: each image's own size (no resampling)")
     cache.add_argument("--batch-size", type=int, default=64)
     cache.add_argument("--flip", action="store_true", help="also cache the latents of the flipped image")
+    cache.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N")
+    cache.add_argument(
+        "--devices",
+        default=None,
+        help="one process per device: a count of --device (cuda -> cuda:0..N-1) or a list (cuda:0,cuda:2)",
+    )
+    cache.add_argument("--no-text", action="store_true", help="do not cache the text encoder's states")
     cache.set_defaults(func=_cache_latents)
 
     conv = data_sub.add_parser(

@@ -13,12 +13,12 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
 
-from hydra.errors import HydraException
+from hydra.errors import HydraException, InstantiationException
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
 from text2earth.core.config import compose_config
-from text2earth.core.errors import UserError
+from text2earth.core.errors import USER_ERRORS, UserError
 from text2earth.core.paths import conf_dir
 from text2earth.io.files import write_atomic
 
@@ -93,6 +93,15 @@ def run_config(config_name: str, overrides: Sequence[str], app: Callable[[DictCo
         return app(cfg)
     except OmegaConfBaseException as exc:  # a value that does not resolve or has the wrong type
         raise UserError(f"{config_name}: {_first_line(exc)}") from None
+    except InstantiationException as exc:
+        # Hydra wraps what a constructor raised: a user error inside (a missing package, a bad value) or a
+        # _target_ that cannot be located is reported as one line; anything else is a bug and stays loud.
+        cause = exc.__cause__
+        if str(exc).startswith("Error locating target"):
+            raise UserError(f"{config_name}: {_first_line(exc).split(', set env var')[0]}") from None
+        if cause is None or isinstance(cause, USER_ERRORS):
+            raise UserError(f"{config_name}: {_first_line(cause or exc)}") from None
+        raise
 
 
 def run_overrides(config_name: str, overrides: Sequence[str] | None, app: Callable[[DictConfig], Any]) -> Any:

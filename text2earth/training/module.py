@@ -5,9 +5,10 @@ Frozen VAE and text encoder, trainable UNet conditioned on caption (cross-attent
 checkpoint alone rebuilds it: ``LatentDiffusionModule.load_from_checkpoint(path)``.
 
 Batch contract (see data_modules): ``pixel_values`` (B,3,H,W in [-1,1]) *or* ``latents`` (B,4,h,w,
-already multiplied by the VAE scaling factor: a latent cache skips the VAE), ``caption`` (list of str)
-*or* ``encoder_hidden_states`` (cached text features), ``level`` (B floats, 0 = unknown), and for an
-inpainting UNet ``mask`` (B,1,H,W, 1 = repaint), drawn in the DataLoader workers (``ShardDataModule(masks=...)``).
+already multiplied by the VAE scaling factor: a latent cache skips the VAE; with ``latents_std`` they are
+the posterior mean and std, sampled here), ``caption`` (list of str) *or* ``encoder_hidden_states`` (cached
+text features), ``level`` (B floats, 0 = unknown), and for an inpainting UNet ``mask`` (B,1,H,W, 1 = repaint),
+drawn in the DataLoader workers (``ShardDataModule(masks=...)``).
 
 Randomness: every draw (noise, timesteps, caption/level dropout, VAE posterior samples) comes from
 generators seeded by (seed, global rank, optimizer step, batch index) -- see :meth:`random_streams` --
@@ -200,6 +201,9 @@ class LatentDiffusionModule(L.LightningModule):
             cpu_generator = generator
         if "latents" in batch:
             latents = batch["latents"].to(self.device).float()
+            if "latents_std" in batch:  # a posterior cache: the same mean + std * noise draw the VAE path takes
+                std = batch["latents_std"].to(self.device).float()
+                latents = latents + std * sample_noise(latents, 0.0, generator)
         else:
             latents = self.encode_images(batch["pixel_values"], generator)
         text, class_labels = self.conditions(batch, drop, cpu_generator)
