@@ -120,3 +120,113 @@ def test_two_rank_ddp_run_killed_and_resumed(four_shards, tmp_path):
     for epoch in range(2):
         seen = [k for step in range(epoch * 6 + 1, epoch * 6 + 7) for k in steps[step]]
         assert sorted(seen) == sorted(keys), f"epoch {epoch}"
+
+
+# -- launch recipes: render the templates, then ask Lightning which cluster environment they select ----------
+
+SLURM_TASK = {  # what srun sets for task 3 of a 2-node x 2-task job
+    "SLURM_JOB_ID": "4242",
+    "SLURM_JOB_NAME": "text2earth",
+    "SLURM_JOB_NUM_NODES": "2",
+    "SLURM_NNODES": "2",
+    "SLURM_NTASKS": "4",
+    "SLURM_NTASKS_PER_NODE": "2",
+    "SLURM_PROCID": "3",
+    "SLURM_LOCALID": "1",
+    "SLURM_NODEID": "1",
+    "SLURM_NODELIST": "node[07-08]",
+}
+TORCHRUN_RANK = {  # what torchrun sets for local rank 1 on node 1 of 2 nodes x 2 processes
+    "TORCHELASTIC_RUN_ID": "t2e",
+    "RANK": "3",
+    "LOCAL_RANK": "1",
+    "GROUP_RANK": "1",
+    "LOCAL_WORLD_SIZE": "2",
+    "WORLD_SIZE": "4",
+    "MASTER_ADDR": "127.0.0.1",
+    "MASTER_PORT": "29500",
+}
+
+
+def render(template: str, launcher: str, env: dict[str, str], tmp_path: Path) -> list[str]:
+    """Run a launch script with ``launcher`` (srun / torchrun, absent here) replaced by one that prints its argv."""
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir(exist_ok=True)
+    (bin_dir / launcher).write_text('#!/bin/sh\nprintf "%s\\n" "$@" > "$RENDERED"\n')
+    (bin_dir / launcher).chmod(0o755)
+    out = tmp_path / f"{launcher}.args"
+    run_env = {**os.environ, **env, "PATH": f"{bin_dir}{os.pathsep}{os.environ['PATH']}", "RENDERED": str(out)}
+    done = subprocess.run(
+        ["bash", str(ROOT / template), "experiment=demo"], env=run_env, capture_output=True, text=True
+    )
+    assert done.returncode == 0, done.stderr
+    return out.read_text().splitlines()
+
+
+def build_trainer(overrides: list[str], env: dict[str, str], monkeypatch, tmp_path: Path):
+    import hydra
+
+    from text2earth.core.config import compose_config
+
+    for name in [n for n in os.environ if n.startswith(("SLURM_", "TORCHELASTIC_"))] + list(TORCHRUN_RANK):
+        monkeypatch.delenv(name, raising=False)
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    cfg = compose_config("train", overrides)
+    assert Path(cfg.paths.output_dir) == tmp_path / "run"  # the fixed run folder, not a clock-stamped one
+    assert cfg.ckpt_path == "last"
+    return hydra.utils.instantiate(cfg.trainer, logger=False)
+
+
+def test_slurm_template_selects_slurm_with_auto_requeue(tmp_path, monkeypatch):
+    from lightning.pytorch.plugins.environments import SLURMEnvironment
+
+    script = (ROOT / "scripts/slurm/train.sbatch").read_text()
+    assert "#SBATCH --signal=SIGUSR1@" in script and "#SBATCH --requeue" in script
+    env = {**SLURM_TASK, "TRAINER": "ddp_cpu", "RUN_DIR": str(tmp_path / "run")}
+    argv = render("scripts/slurm/train.sbatch", "srun", env, tmp_path)
+    assert argv[:2] == ["text2earth", "train"]
+    trainer = build_trainer(argv[2:], SLURM_TASK, monkeypatch, tmp_path)
+    cluster = trainer.strategy.cluster_environment
+    assert isinstance(cluster, SLURMEnvironment) and cluster.auto_requeue
+    assert (trainer.num_nodes, trainer.num_devices, trainer.world_size) == (2, 2, 4)
+    assert (trainer.global_rank, trainer.local_rank, trainer.node_rank) == (3, 1, 1)
+    assert cluster.main_address == "node07"
+
+
+def test_torchrun_recipe_selects_torchelastic(tmp_path, monkeypatch):
+    from lightning.pytorch.plugins.environments import TorchElasticEnvironment
+
+    env = {"NNODES": "2", "NPROC_PER_NODE": "2", "TRAINER": "ddp_cpu", "RUN_DIR": str(tmp_path / "run")}
+    argv = render("scripts/torchrun/train.sh", "torchrun", env, tmp_path)
+    module = argv.index("-m")
+    assert "--nnodes=2" in argv[:module] and "--nproc-per-node=2" in argv[:module]
+    assert argv[module + 1 : module + 3] == ["text2earth.cli.main", "train"]
+    trainer = build_trainer(argv[module + 3 :], TORCHRUN_RANK, monkeypatch, tmp_path)
+    assert isinstance(trainer.strategy.cluster_environment, TorchElasticEnvironment)
+    assert (trainer.num_nodes, trainer.world_size, trainer.global_rank, trainer.local_rank) == (2, 4, 3, 1)
+
+
+def test_ckpt_path_last_takes_the_newest_and_starts_fresh_without_one(tmp_path):
+    import lightning as L
+    from lightning.pytorch.callbacks import ModelCheckpoint
+
+    from text2earth.core.errors import UserError
+    from text2earth.training.run import resolve_ckpt_path
+
+    trainer = L.Trainer(
+        default_root_dir=tmp_path, callbacks=[ModelCheckpoint(dirpath=tmp_path / "checkpoints")], logger=False
+    )
+    assert resolve_ckpt_path("last", trainer) is None  # first launch: a fresh start, no error
+    (tmp_path / "checkpoints").mkdir()
+    last = tmp_path / "checkpoints" / "last.ckpt"
+    last.write_bytes(b"")
+    (tmp_path / "checkpoints" / "last.ckpt.tmp").write_bytes(b"")  # half-written: never chosen
+    assert resolve_ckpt_path("last", trainer) == str(last)
+    hpc = tmp_path / "hpc_ckpt_1.ckpt"  # saved by Lightning on SLURM's requeue signal, after last.ckpt
+    hpc.write_bytes(b"")
+    os.utime(last, (time.time() - 60, time.time() - 60))
+    assert resolve_ckpt_path("last", trainer) == str(hpc)
+    assert resolve_ckpt_path(None, trainer) is None and resolve_ckpt_path(str(last), trainer) == str(last)
+    with pytest.raises(UserError, match="no checkpoint at"):
+        resolve_ckpt_path(str(tmp_path / "missing.ckpt"), trainer)
