@@ -165,9 +165,15 @@ def render(template: str, launcher: str, env: dict[str, str], tmp_path: Path) ->
 
 def build_trainer(overrides: list[str], env: dict[str, str], monkeypatch, tmp_path: Path):
     import hydra
+    from lightning.fabric.utilities.rank_zero import rank_zero_only as fabric_rank_zero
+    from lightning_utilities.core.rank_zero import rank_zero_only as utils_rank_zero
 
     from text2earth.core.config import compose_config
 
+    # A Trainer built as rank 3 sets the process-wide rank_zero_only.rank: put it back after the test, or
+    # every later test in this process would skip its rank-zero work (exports, sample grids).
+    for holder in {fabric_rank_zero, utils_rank_zero}:
+        monkeypatch.setattr(holder, "rank", getattr(holder, "rank", 0))
     for name in [n for n in os.environ if n.startswith(("SLURM_", "TORCHELASTIC_"))] + list(TORCHRUN_RANK):
         monkeypatch.delenv(name, raising=False)
     for name, value in env.items():
