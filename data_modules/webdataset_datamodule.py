@@ -16,7 +16,9 @@ Batch (a dict):
 Shards are split by node and by DataLoader worker, shuffled deterministically for a seed (the
 order changes every epoch, reproducibly), decoded with safe decoders only (no pickle; ``.pth``
 with ``weights_only=True``) and a corrupt sample is skipped with a logged warning and counted,
-never fatal.
+never fatal. The training stream's position (epoch, and samples consumed per rank and worker) is
+kept by the module and saved in checkpoints (``state_dict``), so a resumed run continues the
+interrupted epoch: no sample is repeated or skipped (see ``StreamPosition``).
 """
 
 from __future__ import annotations
@@ -28,6 +30,7 @@ import math
 import multiprocessing
 import random
 from collections.abc import Iterator
+from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -35,9 +38,10 @@ from typing import Any
 import numpy as np
 import PIL.Image
 import torch
+import torch.distributed as dist
 import webdataset as wds
 from lightning import LightningDataModule
-from torch.utils.data import DataLoader
+from torch.utils.data import DataLoader, get_worker_info
 from webdataset.autodecode import Decoder
 from webdataset.utils import PipelineStage, pytorch_worker_info
 
@@ -60,6 +64,7 @@ CACHED_ARRAYS = {
     "latents_flip_std.npy": "latents_flip_std",
     "encoder_hidden_states.npy": "encoder_hidden_states",
 }
+STREAM_KEY = "stream_pos"  # batch entry: (worker, epoch, raw samples read, samples yielded), popped after transfer
 
 
 class SkipCounter:
@@ -176,6 +181,85 @@ class _WorkerMasks(PipelineStage):
             yield sample
 
 
+@dataclass
+class StreamPosition:
+    """Where one rank is in its training stream: the epoch, and per DataLoader worker how many samples it
+    has read from its shuffled shard stream (``raw``) and how many of them reached a batch (``out``).
+
+    Counted in the training process from the batches the trainer consumed, so samples still in flight
+    (prefetched by workers) are not counted and are produced again after a resume. ``raw`` lets a resumed
+    worker skip consumed samples before decoding them; ``out`` keeps the resampled mode's epoch length.
+    """
+
+    epoch: int = 0
+    raw: dict[int, int] = field(default_factory=dict)
+    out: dict[int, int] = field(default_factory=dict)
+
+    def advance(self, worker: int, epoch: int, raw: int, out: int) -> None:
+        if epoch > self.epoch:  # a new epoch: the old counts are done with
+            self.epoch, self.raw, self.out = epoch, {}, {}
+        self.raw[worker], self.out[worker] = raw, out
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"epoch": self.epoch, "raw": dict(self.raw), "out": dict(self.out)}
+
+    @classmethod
+    def from_dict(cls, state: dict[str, Any]) -> StreamPosition:
+        return cls(
+            int(state["epoch"]),
+            {int(k): int(v) for k, v in state["raw"].items()},
+            {int(k): int(v) for k, v in state["out"].items()},
+        )
+
+
+class _SkipConsumed(PipelineStage):
+    """Numbers this worker's raw (shuffled, not yet decoded) samples per epoch; in the resumed epoch it
+    skips the ones the checkpoint says were consumed, before any decoding."""
+
+    def __init__(self, start: StreamPosition) -> None:
+        self.start = start
+        self.epoch = start.epoch - 1
+
+    def run(self, src: Iterator[dict]) -> Iterator[dict]:
+        self.epoch += 1
+        _rank, _world, worker, _n = pytorch_worker_info()
+        skip = self.start.raw.get(worker, 0) if self.epoch == self.start.epoch else 0
+        for index, sample in enumerate(src):
+            if index >= skip:
+                sample["__stream__"] = (self.epoch, index + 1)
+                yield sample
+
+
+class _CountYielded(PipelineStage):
+    """Tags each finished sample with its stream position; ``length`` (resampled mode) ends the worker's
+    epoch after that many samples, counting those yielded before a resume."""
+
+    def __init__(self, start: StreamPosition, length: int | None) -> None:
+        self.start, self.length = start, length
+        self.epoch = start.epoch - 1
+
+    def run(self, src: Iterator[dict]) -> Iterator[dict]:
+        self.epoch += 1
+        _rank, _world, worker, _n = pytorch_worker_info()
+        done = self.start.out.get(worker, 0) if self.epoch == self.start.epoch else 0
+        if self.length is not None and done >= self.length:
+            return
+        for sample in src:
+            done += 1
+            sample["__stream__"] = (*sample["__stream__"], done)
+            yield sample
+            if self.length is not None and done >= self.length:
+                return
+
+
+def _set_epoch(stage: Any, epoch: int) -> None:
+    """Start every epoch counter of a pipeline (ours, webdataset's shard shuffles and resampling) at ``epoch``."""
+    for inner in getattr(stage, "pipeline", ()):
+        _set_epoch(inner, epoch)
+    if isinstance(getattr(stage, "epoch", None), int):
+        stage.epoch = epoch - 1  # each counter is incremented when its stage starts an epoch
+
+
 def _decode_field(key: str, data: bytes) -> Any:
     """Decoders for the fields the batch needs; everything else stays raw bytes (never unpickled)."""
     ext = key.lstrip(".").lower()
@@ -262,6 +346,8 @@ class _ToSample:
             "gsd_m": gsd_m,
             "key": key,
         }
+        if "__stream__" in sample:
+            out["__stream__"] = sample["__stream__"]
         if self.tokenizer is not None:  # in the DataLoader worker, off the training process
             out["input_ids"] = tokenize(self.tokenizer, [out["caption"]])[0]
         if CONDITION_KEY in sample:
@@ -356,6 +442,9 @@ def collate_samples(samples: list[dict[str, Any]], uint8: bool = False) -> dict[
     }
     if all("mask" in s for s in samples):
         batch["mask"] = torch.stack([s["mask"] for s in samples])
+    if "__stream__" in samples[-1]:  # a worker's samples arrive in stream order: the last is the furthest
+        info = get_worker_info()
+        batch[STREAM_KEY] = (0 if info is None else info.id, *samples[-1]["__stream__"])
     if all("input_ids" in s for s in samples):
         batch["input_ids"] = torch.stack([s["input_ids"] for s in samples])
     conditions = [s.get("conditioning") for s in samples]
@@ -399,6 +488,13 @@ class ShardDataModule(LightningDataModule):
     (``on_after_batch_transfer``, which Lightning calls); loaders used outside Lightning then see ``pixels``.
     ``masks`` (``MaskGenerator`` settings, for inpainting) adds a random ``mask`` per sample, drawn in the
     DataLoader workers from streams seeded per (seed, rank, worker, epoch).
+
+    Resuming mid-epoch: training batches carry their stream position (``stream_pos``), which
+    ``on_after_batch_transfer`` records and removes. ``state_dict`` (saved by Lightning in every
+    checkpoint) gathers every rank's position; ``load_state_dict`` makes the next training loader
+    start at the saved epoch, each worker skipping the samples it had already delivered (raw bytes,
+    before decoding). Exact for the same number of ranks and workers; otherwise the interrupted
+    epoch restarts from its beginning, with a warning.
     """
 
     def __init__(
@@ -455,6 +551,8 @@ class ShardDataModule(LightningDataModule):
         self.val_urls: list[str] | None = None
         self._train_loader: DataLoader | None = None
         self._val_loader: DataLoader | None = None
+        self._start = StreamPosition()  # where the next training loader begins (a checkpoint's position)
+        self.position = StreamPosition()  # this rank's position in the training stream, as consumed
 
     # -- shards ---------------------------------------------------------------------------------
     @property
@@ -512,6 +610,8 @@ class ShardDataModule(LightningDataModule):
         stages = list(source)
         if train and self.shuffle_buffer > 1:  # shuffle raw bytes: cheaper to hold than decoded tensors
             stages.append(_EpochShuffle(self.shuffle_buffer, self.seed))
+        if train:
+            stages.append(_SkipConsumed(self._start))
         stages.append(wds.map(_DECODER, handler=self.skips))
         if self.filter.active:
             stages.append(wds.select(self.filter))
@@ -521,9 +621,12 @@ class ShardDataModule(LightningDataModule):
             stages.append(_EpochAugment(self.seed, self.image_size, crop, train and self.random_flip))
         if self.masks is not None:  # after the crop: a mask covers the image the model sees
             stages.append(_WorkerMasks(self.masks, self.seed, per_epoch=train))
+        if train:  # resampled: a fixed number of samples per worker and epoch
+            length = math.ceil(self.samples_per_epoch / max(1, self.num_workers)) if self.samples_per_epoch else None
+            stages.append(_CountYielded(self._start, length))
         dataset = wds.DataPipeline(*stages)
-        if train and self.samples_per_epoch:
-            dataset = dataset.with_epoch(math.ceil(self.samples_per_epoch / max(1, self.num_workers)))
+        if train:
+            _set_epoch(dataset, self._start.epoch)
         return dataset
 
     def _load_tokenizer(self) -> Any:
@@ -558,7 +661,52 @@ class ShardDataModule(LightningDataModule):
     def on_after_batch_transfer(self, batch: Any, dataloader_idx: int) -> Any:
         if isinstance(batch, dict) and "pixels" in batch:
             batch["pixel_values"] = normalise_uint8(batch.pop("pixels"))
+        if isinstance(batch, dict) and STREAM_KEY in batch:  # the trainer takes this batch: it is consumed
+            self.position.advance(*(int(v) for v in batch.pop(STREAM_KEY)))
         return batch
+
+    # -- stream position in checkpoints ---------------------------------------------------------
+    def state_dict(self) -> dict[str, Any]:
+        """Every rank's stream position (a collective under torch.distributed: Lightning builds the
+        checkpoint on every rank and rank 0 writes it)."""
+        local = self.position.as_dict()
+        ranks = [local]
+        if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
+            ranks = [None] * dist.get_world_size()
+            dist.all_gather_object(ranks, local)
+        return {"num_workers": self.num_workers, "samples_per_epoch": self.samples_per_epoch, "ranks": ranks}
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        """Start the next training loader where the checkpoint's stream stopped (before ``train_dataloader``)."""
+        ranks = state_dict.get("ranks") or []
+        if not ranks:  # a checkpoint from before stream positions were saved
+            return
+        rank, world = (
+            (dist.get_rank(), dist.get_world_size()) if dist.is_available() and dist.is_initialized() else (0, 1)
+        )
+        same = (
+            len(ranks) == world
+            and state_dict.get("num_workers") == self.num_workers
+            and state_dict.get("samples_per_epoch") == self.samples_per_epoch
+        )
+        if same:
+            self._start = StreamPosition.from_dict(ranks[rank])
+        else:
+            epoch = min(int(r["epoch"]) for r in ranks)
+            log.warning(
+                "the checkpoint's data stream was read by %d ranks x %s workers (samples_per_epoch %s), this run has "
+                "%d x %d (%s): epoch %d restarts from its beginning",
+                len(ranks),
+                state_dict.get("num_workers"),
+                state_dict.get("samples_per_epoch"),
+                world,
+                self.num_workers,
+                self.samples_per_epoch,
+                epoch,
+            )
+            self._start = StreamPosition(epoch)
+        self.position = StreamPosition.from_dict(self._start.as_dict())
+        self._train_loader = None  # built anew from the restored position
 
     def train_dataloader(self) -> DataLoader:
         if self.train_urls is None:

@@ -17,6 +17,7 @@ import pytest
 import torch
 import webdataset as wds
 from oracles import shard_datamodule
+from probes import read_seen
 
 from data_modules.webdataset_datamodule import ShardDataModule
 from text2earth.core.resolution import gsd_to_level
@@ -194,3 +195,93 @@ def test_uint8_batches_become_the_same_floats_after_transfer(eight_shards):
     moved = dm.on_after_batch_transfer(raw, 0)  # what Lightning calls after moving the batch to the device
     assert raw["key"] == plain["key"]
     assert torch.equal(moved["pixel_values"], plain["pixel_values"]) and "pixels" not in moved
+
+
+# -- mid-epoch resumption: the stream position saved in checkpoints ------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def four_shards(val_samples, tmp_path_factory) -> tuple[Path, list[str]]:
+    """48 real tiles in 4 shards of 12: with 2 workers and batches of 4, an epoch is 12 steps."""
+    folder = tmp_path_factory.mktemp("four")
+    for i in range(4):
+        with wds.TarWriter(str(folder / f"train-{i:06d}.tar")) as sink:
+            for s in val_samples[i * 12 : (i + 1) * 12]:
+                sink.write(s)
+    return folder, [s["__key__"] for s in val_samples[:48]]
+
+
+def _train_keys(shards: Path, run_dir: Path, max_steps: int, extra=()) -> list[list[str]]:
+    """Train the tiny demo model to ``max_steps`` (resuming with ``ckpt_path=last``: a fresh start when
+    ``run_dir`` has no checkpoint yet); the keys of each batch this call trained on."""
+    from text2earth.core.config import compose_config
+    from text2earth.training.run import train
+
+    seen = run_dir / f"seen_{max_steps}"
+    overrides = [
+        "experiment=demo",
+        "model.components.vae_folder=null",
+        f"data.train_shards={shards}/train-*.tar",
+        "data.val_shards=null",
+        "data.build_embedded_if_missing=null",
+        "data.batch_size=4",
+        "data.num_workers=2",
+        "data.shuffle_buffer=8",
+        "logger=csv",
+        "trainer=cpu",
+        f"trainer.max_steps={max_steps}",
+        "callbacks.samples=null",
+        "callbacks.eval_metrics=null",
+        "callbacks.export=null",
+        "callbacks.model_checkpoint.every_n_train_steps=1",  # last.ckpt at each step: the stop is a checkpoint
+        "callbacks.model_checkpoint.save_top_k=0",
+        f"+callbacks.seen={{_target_: probes.SeenKeys, folder: '{seen}'}}",
+        "ckpt_path=last",
+        *extra,
+    ]
+    result = train(compose_config("train", overrides, output_dir=run_dir))
+    assert result["global_step"] == max_steps
+    return [keys for _step, keys in read_seen(seen)]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(
+    ("extra", "stops"),
+    [
+        ((), (5, 12, 16)),  # epoch mode (12 steps an epoch): mid-epoch, at the epoch's end, mid next epoch
+        (("+data.samples_per_epoch=20",), (3, 8)),  # resampled: 10 samples per worker, 6 steps an epoch
+    ],
+    ids=["epoch", "resampled"],
+)
+def test_resumed_runs_see_the_keys_of_an_uninterrupted_run(four_shards, tmp_path, extra, stops):
+    shards, keys = four_shards
+    whole = _train_keys(shards, tmp_path / "whole", stops[-1], extra)
+    pieces = [batch for stop in stops for batch in _train_keys(shards, tmp_path / "pieces", stop, extra)]
+    # The same batches (each worker's stream continues exactly): nothing repeated, nothing skipped. Within the
+    # resumed epoch the DataLoader may take the workers' batches in another rotation; later epochs are identical.
+    assert len(pieces) == len(whole) and sorted(map(tuple, pieces)) == sorted(map(tuple, whole))
+    epoch_steps = 12 if not extra else 6
+    assert pieces[epoch_steps:] == whole[epoch_steps:]
+    first_epoch = [k for batch in whole[:epoch_steps] for k in batch]
+    if not extra:  # exactly once per epoch
+        assert sorted(first_epoch) == sorted(keys)
+    else:  # samples_per_epoch, with or without a resume in it
+        assert len(first_epoch) == len([k for batch in pieces[:epoch_steps] for k in batch]) == 20
+
+
+def test_stream_position_needs_the_same_ranks_and_workers(four_shards, caplog):
+    shards, _ = four_shards
+    dm = _dm(f"{shards}/train-*.tar", num_workers=2, batch_size=4)
+    state = {
+        "num_workers": 2,
+        "samples_per_epoch": None,
+        "ranks": [{"epoch": 3, "raw": {0: 8, 1: 4}, "out": {0: 8, 1: 4}}],
+    }
+    dm.load_state_dict(state)
+    assert dm.position.epoch == 3 and dm.position.raw == {0: 8, 1: 4}
+    assert len(_keys(dm)) == 48 - 12  # the rest of the epoch: 4 + 8 of 24 per worker read already
+
+    other = _dm(f"{shards}/train-*.tar", num_workers=1, batch_size=4)
+    other.load_state_dict(state)  # 1 worker cannot map 2 workers' positions: the epoch starts over
+    assert "restarts from its beginning" in caplog.text and other.position.raw == {}
+    assert sorted(_keys(other)) == sorted(_keys(_dm(f"{shards}/train-*.tar", num_workers=1, batch_size=4)))

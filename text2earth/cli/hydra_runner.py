@@ -9,6 +9,7 @@ mistake: one line on stderr and exit code 2. The composed config is saved in the
 from __future__ import annotations
 
 import difflib
+import os
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
@@ -84,12 +85,24 @@ def save_run_config(cfg: DictConfig) -> Path:
     return out
 
 
+def is_launching_rank(cfg: DictConfig) -> bool:
+    """False in the extra processes of a multi-process launch, which must not rewrite the run's ``.hydra/``.
+
+    Lightning relaunches its DDP ranks with ``hydra.output_subdir=null`` (as ``@hydra.main`` runs would skip
+    the folder); ``torchrun`` and ``srun`` start every rank themselves and set ``RANK`` / ``SLURM_PROCID``.
+    """
+    if cfg.hydra.get("output_subdir", ".hydra") is None:
+        return False
+    return int(os.environ.get("RANK") or os.environ.get("SLURM_PROCID") or 0) == 0
+
+
 def run_config(config_name: str, overrides: Sequence[str], app: Callable[[DictConfig], T]) -> T:
     """Compose ``config_name`` with ``overrides`` and run ``app(cfg)`` in the resolved run folder."""
     cfg = compose_or_explain(config_name, overrides)
     try:
         Path(cfg.hydra.runtime.output_dir).mkdir(parents=True, exist_ok=True)
-        save_run_config(cfg)
+        if is_launching_rank(cfg):
+            save_run_config(cfg)
         return app(cfg)
     except OmegaConfBaseException as exc:  # a value that does not resolve or has the wrong type
         raise UserError(f"{config_name}: {_first_line(exc)}") from None

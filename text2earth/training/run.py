@@ -1,11 +1,14 @@
 """Training entry point: compose the Hydra config, instantiate, fit. Nothing else lives here.
 
 ``text2earth train experiment=demo trainer.max_steps=100``; tests call :func:`train` on a composed config.
+``ckpt_path=last`` resumes from the newest checkpoint of the run folder and is a plain start when there is
+none yet, so a launch command (SLURM requeue, a restarted ``torchrun``) is the same on every launch.
 """
 
 from __future__ import annotations
 
 import json
+import logging
 import os
 import platform
 import time
@@ -17,6 +20,10 @@ import lightning as L
 import torch
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, OmegaConf
+
+from text2earth.core.errors import UserError
+
+log = logging.getLogger(__name__)
 
 
 def instantiate_dict(cfg: DictConfig | None) -> list[Any]:
@@ -39,7 +46,7 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     for logger in loggers:
         logger.log_hyperparams(run_config)
     start = time.perf_counter()
-    trainer.fit(model, datamodule=datamodule, ckpt_path=cfg.get("ckpt_path"))
+    trainer.fit(model, datamodule=datamodule, ckpt_path=resolve_ckpt_path(cfg.get("ckpt_path"), trainer))
     summary = {
         "task_name": cfg.get("task_name"),
         "global_step": trainer.global_step,
@@ -53,6 +60,30 @@ def train(cfg: DictConfig) -> dict[str, Any]:
         output_dir.mkdir(parents=True, exist_ok=True)
         (output_dir / "run_summary.json").write_text(json.dumps(summary, indent=2))
     return {**summary, "output_dir": str(output_dir), "trainer": trainer, "model": model}
+
+
+def resolve_ckpt_path(ckpt_path: str | None, trainer: L.Trainer) -> str | None:
+    """The checkpoint ``trainer.fit`` resumes from: a path as given, or for ``last`` the newest of the run
+    folder's ``last*.ckpt`` (the checkpoint callbacks') and ``hpc_ckpt_*.ckpt`` (what Lightning's SLURM
+    environment saves on the requeue signal, which Lightning itself only looks for when ``ckpt_path`` is unset);
+    ``None`` (a fresh start) when there is none yet. A missing explicit path is a :class:`UserError`.
+    """
+    if not ckpt_path:
+        return None
+    if str(ckpt_path) != "last":
+        if not Path(ckpt_path).is_file():
+            raise UserError(f"ckpt_path: no checkpoint at {ckpt_path} (use ckpt_path=last to resume this run folder)")
+        return str(ckpt_path)
+    candidates = list(Path(trainer.default_root_dir).glob("hpc_ckpt_*.ckpt"))
+    for callback in trainer.checkpoint_callbacks:
+        if getattr(callback, "dirpath", None):
+            candidates += Path(callback.dirpath).glob("last*.ckpt")  # never a half-written NAME.ckpt.tmp
+    if not candidates:
+        log.info("ckpt_path=last: no checkpoint in %s yet, starting from scratch", trainer.default_root_dir)
+        return None
+    newest = max(candidates, key=lambda p: p.stat().st_mtime)
+    log.info("ckpt_path=last: resuming from %s", newest)
+    return str(newest)
 
 
 def hardware_description(trainer: L.Trainer) -> str:

@@ -1,0 +1,238 @@
+"""Real multi-process training: `text2earth train ... trainer=ddp_cpu trainer.devices=2` (2 ranks, gloo, CPU)
+through the console script, killed with SIGKILL mid-run and resumed with the documented command."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+import webdataset as wds
+from probes import read_seen
+
+from text2earth.io.shards import read_shard_samples
+
+ROOT = Path(__file__).resolve().parents[1]
+STEPS_PER_EPOCH = 6  # per rank: 2 workers x 12 samples / batches of 4
+
+
+def console_script(tmp_path: Path) -> Path:
+    """The installed `text2earth` script, or the same wrapper pip writes (so `sys.argv[0]` is a script path,
+    as Lightning's relaunch of the other ranks expects)."""
+    installed = Path(sys.executable).with_name("text2earth")
+    if installed.exists():
+        return installed
+    script = tmp_path / "text2earth"
+    script.write_text(
+        f"#!{sys.executable}\nimport sys\nfrom text2earth.cli.main import main\n"
+        'if __name__ == "__main__":\n    sys.exit(main())\n'
+    )
+    script.chmod(0o755)
+    return script
+
+
+@pytest.fixture(scope="module")
+def four_shards(embedded_small, tmp_path_factory) -> tuple[Path, list[str]]:
+    """48 real tiles in 4 shards of 12: one shard per (rank, worker)."""
+    samples = [s for shard in sorted(Path(embedded_small).glob("val-*.tar")) for s in read_shard_samples(shard)][:48]
+    folder = tmp_path_factory.mktemp("mp_shards")
+    for i in range(4):
+        with wds.TarWriter(str(folder / f"train-{i:06d}.tar")) as sink:
+            for s in samples[i * 12 : (i + 1) * 12]:
+                sink.write(s)
+    return folder, [s["__key__"] for s in samples]
+
+
+def launch(script: Path, run_dir: Path, shards: Path, seen: Path) -> subprocess.Popen:
+    command = [
+        str(script),
+        "train",
+        "experiment=demo",
+        "trainer=ddp_cpu",
+        "trainer.devices=2",
+        "model.components.vae_folder=null",
+        "logger=csv",
+        f"data.train_shards={shards}/train-*.tar",
+        f"data.val_shards={shards}/train-*.tar",  # every rank needs val shards: val/loss is synced
+        "data.build_embedded_if_missing=null",
+        "data.batch_size=4",
+        "data.num_workers=2",
+        "data.shuffle_buffer=8",
+        "trainer.max_steps=12",
+        "trainer.val_check_interval=6",
+        "trainer.limit_val_batches=1",
+        "callbacks.model_checkpoint.every_n_train_steps=2",
+        "callbacks.samples.every_n_steps=0",
+        "callbacks.samples.num_inference_steps=2",
+        "callbacks.eval_metrics=null",
+        f"+callbacks.seen={{_target_: probes.SeenKeys, folder: '{seen}'}}",
+        f"paths.root_dir={run_dir.parent}",
+        # the documented resume command: the same run folder, the newest checkpoint (none yet: a fresh start)
+        f"hydra.run.dir={run_dir}",
+        "ckpt_path=last",
+    ]
+    env = {**os.environ, "PYTHONPATH": f"{ROOT}{os.pathsep}{ROOT / 'tests'}", "OMP_NUM_THREADS": "1"}
+    log = open(run_dir.parent / f"{seen.name}.log", "w")  # noqa: SIM115 (closed with the process)
+    # A session of its own: SIGKILL to the group reaches both ranks and their DataLoader workers.
+    return subprocess.Popen(command, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+
+
+@pytest.mark.slow
+def test_two_rank_ddp_run_killed_and_resumed(four_shards, tmp_path):
+    shards, keys = four_shards
+    script, run_dir = console_script(tmp_path), tmp_path / "run"
+    first = launch(script, run_dir, shards, tmp_path / "seen_first")
+    deadline = time.monotonic() + 400
+    while not any(step > STEPS_PER_EPOCH + 1 for step, _ in read_seen(tmp_path / "seen_first")):
+        assert first.poll() is None, (tmp_path / "seen_first.log").read_text()[-3000:]
+        assert time.monotonic() < deadline, "no training step 8 in time"
+        time.sleep(0.2)
+    os.killpg(first.pid, signal.SIGKILL)  # both ranks, mid-epoch 2, no chance to clean up
+    first.wait()
+    checkpoint = torch.load(run_dir / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=True)
+    resumed_from = checkpoint["global_step"]
+    assert STEPS_PER_EPOCH <= resumed_from < 12 and not (run_dir / "run_summary.json").exists()
+
+    second = launch(script, run_dir, shards, tmp_path / "seen_second")
+    assert second.wait(timeout=400) == 0, (tmp_path / "seen_second.log").read_text()[-3000:]
+
+    # One run folder (ranks relaunched into it by Lightning), finished at the right step, with rank 0's files.
+    assert sorted(p.name for p in tmp_path.iterdir() if p.is_dir()) == ["run", "seen_first", "seen_second"]
+    summary = (run_dir / "run_summary.json").read_text()
+    assert '"global_step": 12' in summary
+    final = torch.load(run_dir / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=True)
+    assert final["global_step"] == 12 and any("EMA" in k for k in final["callbacks"])
+    assert (run_dir / "model" / "model_index.json").exists() and list((run_dir / "samples").glob("*.png"))
+
+    # Every training sample exactly once per epoch across both ranks, counting only the steps the
+    # resumed checkpoint held from the killed run.
+    steps: dict[int, list[str]] = {}
+    for rank in range(2):
+        trained = read_seen(tmp_path / "seen_first", rank, resumed_from) + read_seen(tmp_path / "seen_second", rank)
+        assert [step for step, _ in trained] == list(range(1, 13))
+        for step, batch in trained:
+            steps.setdefault(step, []).extend(batch)
+    for epoch in range(2):
+        seen = [k for step in range(epoch * 6 + 1, epoch * 6 + 7) for k in steps[step]]
+        assert sorted(seen) == sorted(keys), f"epoch {epoch}"
+
+
+# -- launch recipes: render the templates, then ask Lightning which cluster environment they select ----------
+
+SLURM_TASK = {  # what srun sets for task 3 of a 2-node x 2-task job
+    "SLURM_JOB_ID": "4242",
+    "SLURM_JOB_NAME": "text2earth",
+    "SLURM_JOB_NUM_NODES": "2",
+    "SLURM_NNODES": "2",
+    "SLURM_NTASKS": "4",
+    "SLURM_NTASKS_PER_NODE": "2",
+    "SLURM_PROCID": "3",
+    "SLURM_LOCALID": "1",
+    "SLURM_NODEID": "1",
+    "SLURM_NODELIST": "node[07-08]",
+}
+TORCHRUN_RANK = {  # what torchrun sets for local rank 1 on node 1 of 2 nodes x 2 processes
+    "TORCHELASTIC_RUN_ID": "t2e",
+    "RANK": "3",
+    "LOCAL_RANK": "1",
+    "GROUP_RANK": "1",
+    "LOCAL_WORLD_SIZE": "2",
+    "WORLD_SIZE": "4",
+    "MASTER_ADDR": "127.0.0.1",
+    "MASTER_PORT": "29500",
+}
+
+
+def render(template: str, launcher: str, env: dict[str, str], tmp_path: Path) -> list[str]:
+    """Run a launch script with ``launcher`` (srun / torchrun, absent here) replaced by one that prints its argv."""
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir(exist_ok=True)
+    (bin_dir / launcher).write_text('#!/bin/sh\nprintf "%s\\n" "$@" > "$RENDERED"\n')
+    (bin_dir / launcher).chmod(0o755)
+    out = tmp_path / f"{launcher}.args"
+    run_env = {**os.environ, **env, "PATH": f"{bin_dir}{os.pathsep}{os.environ['PATH']}", "RENDERED": str(out)}
+    done = subprocess.run(
+        ["bash", str(ROOT / template), "experiment=demo"], env=run_env, capture_output=True, text=True
+    )
+    assert done.returncode == 0, done.stderr
+    return out.read_text().splitlines()
+
+
+def build_trainer(overrides: list[str], env: dict[str, str], monkeypatch, tmp_path: Path):
+    import hydra
+    from lightning.fabric.utilities.rank_zero import rank_zero_only as fabric_rank_zero
+    from lightning_utilities.core.rank_zero import rank_zero_only as utils_rank_zero
+
+    from text2earth.core.config import compose_config
+
+    # A Trainer built as rank 3 sets the process-wide rank_zero_only.rank: put it back after the test, or
+    # every later test in this process would skip its rank-zero work (exports, sample grids).
+    for holder in {fabric_rank_zero, utils_rank_zero}:
+        monkeypatch.setattr(holder, "rank", getattr(holder, "rank", 0))
+    for name in [n for n in os.environ if n.startswith(("SLURM_", "TORCHELASTIC_"))] + list(TORCHRUN_RANK):
+        monkeypatch.delenv(name, raising=False)
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    cfg = compose_config("train", overrides)
+    assert Path(cfg.paths.output_dir) == tmp_path / "run"  # the fixed run folder, not a clock-stamped one
+    assert cfg.ckpt_path == "last"
+    return hydra.utils.instantiate(cfg.trainer, logger=False)
+
+
+def test_slurm_template_selects_slurm_with_auto_requeue(tmp_path, monkeypatch):
+    from lightning.pytorch.plugins.environments import SLURMEnvironment
+
+    script = (ROOT / "scripts/slurm/train.sbatch").read_text()
+    assert "#SBATCH --signal=SIGUSR1@" in script and "#SBATCH --requeue" in script
+    env = {**SLURM_TASK, "TRAINER": "ddp_cpu", "RUN_DIR": str(tmp_path / "run")}
+    argv = render("scripts/slurm/train.sbatch", "srun", env, tmp_path)
+    assert argv[:2] == ["text2earth", "train"]
+    trainer = build_trainer(argv[2:], SLURM_TASK, monkeypatch, tmp_path)
+    cluster = trainer.strategy.cluster_environment
+    assert isinstance(cluster, SLURMEnvironment) and cluster.auto_requeue
+    assert (trainer.num_nodes, trainer.num_devices, trainer.world_size) == (2, 2, 4)
+    assert (trainer.global_rank, trainer.local_rank, trainer.node_rank) == (3, 1, 1)
+    assert cluster.main_address == "node07"
+
+
+def test_torchrun_recipe_selects_torchelastic(tmp_path, monkeypatch):
+    from lightning.pytorch.plugins.environments import TorchElasticEnvironment
+
+    env = {"NNODES": "2", "NPROC_PER_NODE": "2", "TRAINER": "ddp_cpu", "RUN_DIR": str(tmp_path / "run")}
+    argv = render("scripts/torchrun/train.sh", "torchrun", env, tmp_path)
+    module = argv.index("-m")
+    assert "--nnodes=2" in argv[:module] and "--nproc-per-node=2" in argv[:module]
+    assert argv[module + 1 : module + 3] == ["text2earth.cli.main", "train"]
+    trainer = build_trainer(argv[module + 3 :], TORCHRUN_RANK, monkeypatch, tmp_path)
+    assert isinstance(trainer.strategy.cluster_environment, TorchElasticEnvironment)
+    assert (trainer.num_nodes, trainer.world_size, trainer.global_rank, trainer.local_rank) == (2, 4, 3, 1)
+
+
+def test_ckpt_path_last_takes_the_newest_and_starts_fresh_without_one(tmp_path):
+    import lightning as L
+    from lightning.pytorch.callbacks import ModelCheckpoint
+
+    from text2earth.core.errors import UserError
+    from text2earth.training.run import resolve_ckpt_path
+
+    trainer = L.Trainer(
+        default_root_dir=tmp_path, callbacks=[ModelCheckpoint(dirpath=tmp_path / "checkpoints")], logger=False
+    )
+    assert resolve_ckpt_path("last", trainer) is None  # first launch: a fresh start, no error
+    (tmp_path / "checkpoints").mkdir()
+    last = tmp_path / "checkpoints" / "last.ckpt"
+    last.write_bytes(b"")
+    (tmp_path / "checkpoints" / "last.ckpt.tmp").write_bytes(b"")  # half-written: never chosen
+    assert resolve_ckpt_path("last", trainer) == str(last)
+    hpc = tmp_path / "hpc_ckpt_1.ckpt"  # saved by Lightning on SLURM's requeue signal, after last.ckpt
+    hpc.write_bytes(b"")
+    os.utime(last, (time.time() - 60, time.time() - 60))
+    assert resolve_ckpt_path("last", trainer) == str(hpc)
+    assert resolve_ckpt_path(None, trainer) is None and resolve_ckpt_path(str(last), trainer) == str(last)
+    with pytest.raises(UserError, match="no checkpoint at"):
+        resolve_ckpt_path(str(tmp_path / "missing.ckpt"), trainer)
