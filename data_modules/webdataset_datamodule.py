@@ -362,9 +362,9 @@ class _ToSample:
             out["latents"] = latents.float()
         # The posterior's std (training samples mean + std * noise), the flipped image's posterior and the
         # caption's text-encoder states, where the cache holds them.
-        for field, name in CACHED_ARRAYS.items():
-            if field in sample:
-                out[name] = torch.as_tensor(np.asarray(sample[field])).float()
+        for member, name in CACHED_ARRAYS.items():
+            if member in sample:
+                out[name] = torch.as_tensor(np.asarray(sample[member])).float()
         return out
 
 
