@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 import torch
 import webdataset as wds
-from probes import read_seen
+from probes import read_noise, read_seen
 
 from text2earth.io.shards import read_shard_samples
 
@@ -108,6 +108,14 @@ def test_two_rank_ddp_run_killed_and_resumed(four_shards, tmp_path):
     final = torch.load(run_dir / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=True)
     assert final["global_step"] == 12 and any("EMA" in k for k in final["callbacks"])
     assert (run_dir / "model" / "model_index.json").exists() and list((run_dir / "samples").glob("*.png"))
+
+    # The two ranks drew different noise at every step (per-rank streams), and the same rank replays a step's
+    # draws exactly after the resume (streams are derived from the step, not from saved generator state).
+    noise = [read_noise(tmp_path / "seen_second", rank) for rank in (0, 1)]
+    assert noise[0] and set(noise[0]) == set(noise[1])
+    assert all(noise[0][step] != noise[1][step] for step in noise[0])
+    before = read_noise(tmp_path / "seen_first", 0)
+    assert all(before[s] == noise[0][s] for s in set(before) & set(noise[0]))
 
     # Every training sample exactly once per epoch across both ranks, counting only the steps the
     # resumed checkpoint held from the killed run.
