@@ -19,3 +19,12 @@ def is_text_to_image(pl_module: Any) -> bool:
         and getattr(pl_module, "controlnet", None) is None
         and not hparams.get("lora")
     )
+
+
+def holds_full_weights(trainer: Any) -> bool:
+    """Every rank holds whole weights (DDP, one device). Under FSDP / ZeRO-3 each rank holds slices, so the
+    callbacks that sample on rank 0 alone (sample grid, eval metrics) cannot call the UNet: they switch off,
+    with one warning, rather than hang or crash (see the README's sharded-training section)."""
+    from text2earth.training.sharding import sharding_kind
+
+    return sharding_kind(trainer.strategy) is None

@@ -56,6 +56,34 @@ def test_deepspeed_config_values_and_one_line_error_without_the_package(tmp_path
         assert sharding_kind(hydra.utils.instantiate(cfg.strategy)) == "zero3"
 
 
+def test_rank_zero_sampling_callbacks_switch_off_under_sharded_weights(tmp_path):
+    """The sample grid and eval metrics call the UNet on rank 0 alone: under FSDP they stay off (one warning)."""
+    from types import SimpleNamespace
+
+    from callbacks.eval_metrics import EvalMetrics
+    from callbacks.samples import SampleGridLogger
+
+    module = hydra.utils.instantiate(
+        compose_config("train", ["model.components.vae_folder=null"], output_dir=tmp_path).model
+    )
+    fsdp = SimpleNamespace(strategy=hydra.utils.instantiate(_trainer_cfg(tmp_path, "trainer=fsdp").strategy))
+    ddp = hydra.utils.instantiate(
+        _trainer_cfg(tmp_path, "trainer=ddp", "trainer.accelerator=cpu", "trainer.devices=1", "trainer.precision=32")
+    )
+    grid = SampleGridLogger(prompts=["farmland"], levels=[12.0], every_n_steps=1)
+    metrics = EvalMetrics(
+        ["farmland"], [12.0], metrics=["resolution"], every_n_steps=1, estimator_shards="unused-*.tar"
+    )
+    with pytest.warns(UserWarning, match="sample grid off"):
+        grid.on_fit_start(fsdp, module)
+    with pytest.warns(UserWarning, match="eval metrics off"):
+        metrics.on_fit_start(fsdp, module)
+    assert not grid.active and not metrics.active
+    grid.on_fit_start(ddp, module)
+    metrics.on_fit_start(ddp, module)
+    assert grid.active and metrics.active
+
+
 RANK_SCRIPT = """
 import copy, os, sys
 import torch, torch.distributed as dist
