@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from lightning.pytorch.utilities import rank_zero_warn
+
 
 def is_text_to_image(pl_module: Any) -> bool:
     """A plain text-to-image latent diffusion module: what the sample grid and eval metrics generate with.
@@ -28,3 +30,15 @@ def holds_full_weights(trainer: Any) -> bool:
     from text2earth.training.sharding import sharding_kind
 
     return sharding_kind(trainer.strategy) is None
+
+
+def samples_on_rank_zero(trainer: Any, pl_module: Any, what: str) -> bool:
+    """Whether a callback that samples with the module's UNet on rank 0 alone (``what``: sample grid, eval
+    metrics) runs: a text-to-image module whose weights every rank holds whole. Sharded weights get one
+    warning instead of a hang or a crash."""
+    if not is_text_to_image(pl_module):
+        return False
+    if holds_full_weights(trainer):
+        return True
+    rank_zero_warn(f"{what} off: the strategy shards the UNet's weights (sample and evaluate the export instead)")
+    return False

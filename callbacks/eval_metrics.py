@@ -14,9 +14,9 @@ from typing import Any
 
 import lightning as L
 import torch
-from lightning.pytorch.utilities import rank_zero_only, rank_zero_warn
+from lightning.pytorch.utilities import rank_zero_only
 
-from callbacks.applies import holds_full_weights, is_text_to_image
+from callbacks.applies import samples_on_rank_zero
 from callbacks.ema import find_ema
 from callbacks.precision import training_autocast
 from callbacks.steps import OptimizerStepCallback
@@ -71,15 +71,14 @@ class EvalMetrics(OptimizerStepCallback):
         self.out_dir = out_dir
         self._extractor = self._real_features = self._estimator = None
         self.last: dict[str, float] = {}
+        self.active = False  # set at fit start: on, applicable, and the weights are whole on rank 0
 
     def on_fit_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        self.active = bool(self.every_n_steps) and is_text_to_image(pl_module) and holds_full_weights(trainer)
-        if self.every_n_steps and is_text_to_image(pl_module) and not self.active:
-            rank_zero_warn("eval metrics off: the strategy shards the UNet's weights (evaluate the export instead)")
+        self.active = bool(self.every_n_steps) and samples_on_rank_zero(trainer, pl_module, "eval metrics")
 
     def on_optimizer_step(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         step = trainer.global_step
-        if getattr(self, "active", False) and step > 0 and step % self.every_n_steps == 0:
+        if self.active and step > 0 and step % self.every_n_steps == 0:
             self.evaluate(trainer, pl_module)
 
     @rank_zero_only

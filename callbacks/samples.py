@@ -15,9 +15,9 @@ from pathlib import Path
 import lightning as L
 import torch
 from lightning.pytorch.loggers import WandbLogger
-from lightning.pytorch.utilities import rank_zero_only, rank_zero_warn
+from lightning.pytorch.utilities import rank_zero_only
 
-from callbacks.applies import holds_full_weights, is_text_to_image
+from callbacks.applies import samples_on_rank_zero
 from callbacks.ema import find_ema
 from callbacks.precision import training_autocast
 from callbacks.steps import OptimizerStepCallback
@@ -49,9 +49,7 @@ class SampleGridLogger(OptimizerStepCallback):
         self.active = True
 
     def on_fit_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        self.active = is_text_to_image(pl_module) and holds_full_weights(trainer)
-        if is_text_to_image(pl_module) and not self.active:
-            rank_zero_warn("sample grid off: the strategy shards the UNet's weights (sample from the export instead)")
+        self.active = samples_on_rank_zero(trainer, pl_module, "sample grid")
 
     def on_optimizer_step(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         step = trainer.global_step

@@ -19,6 +19,6 @@ def _evaluate(cfg: DictConfig) -> dict[str, Any]:
 
 def main(overrides: list[str] | None = None) -> dict[str, Any]:
     """Run an evaluation with Hydra overrides (``eval_data=rsicd metrics=[fid] key=value ...``)."""
-    from text2earth.cli.hydra_runner import run_overrides
+    from text2earth.cli.hydra_runner import run_config
 
-    return run_overrides("evaluate", overrides, _evaluate)
+    return run_config("evaluate", overrides, _evaluate)

@@ -12,13 +12,13 @@ import difflib
 import os
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TypeVar
 
 from hydra.errors import HydraException, InstantiationException
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
-from text2earth.core.config import compose_config
+from text2earth.core.config import compose_config, without_hydra
 from text2earth.core.errors import USER_ERRORS, UserError
 from text2earth.core.paths import conf_dir
 from text2earth.io.files import write_atomic
@@ -31,12 +31,17 @@ def _first_line(exc: BaseException) -> str:
     return lines[0] if lines else type(exc).__name__
 
 
+def _is_group(override_key: str) -> bool:
+    """``experiment`` / ``+trainer`` name a config group (a folder of option files), not a key."""
+    return (conf_dir() / override_key.lstrip("+~").replace(".", "/")).is_dir()
+
+
 def _group_hint(config_name: str, overrides: Sequence[str]) -> str:
     """'did you mean ...' for ``group=option`` overrides whose option file does not exist."""
     for override in overrides:
         key, _, value = override.lstrip("+~").partition("=")
         group = conf_dir() / key.replace(".", "/")
-        if value and group.is_dir() and not (group / f"{value}.yaml").is_file():
+        if value and _is_group(key) and not (group / f"{value}.yaml").is_file():
             options = sorted(p.stem for p in group.glob("*.yaml"))
             close = difflib.get_close_matches(value, options, n=1)
             hint = f"did you mean {key}={close[0]}?" if close else f"options: {', '.join(options)}"
@@ -50,7 +55,7 @@ def _key_hint(cfg_keys: DictConfig, overrides: Sequence[str]) -> str:
         if override.startswith(("+", "~")) or "=" not in override:
             continue
         key = override.split("=", 1)[0]
-        if (conf_dir() / key.replace(".", "/")).is_dir():  # a group choice, checked by _group_hint
+        if _is_group(key):  # a group choice, checked by _group_hint
             continue
         parent, _, leaf = key.rpartition(".")
         node = OmegaConf.select(cfg_keys, parent) if parent else cfg_keys
@@ -68,7 +73,7 @@ def compose_or_explain(config_name: str, overrides: Sequence[str]) -> DictConfig
     except (HydraException, OmegaConfBaseException) as exc:
         hint = _group_hint(config_name, overrides)
         if not hint:
-            groups = [o for o in overrides if (conf_dir() / o.lstrip("+~").split("=")[0].replace(".", "/")).is_dir()]
+            groups = [o for o in overrides if _is_group(o.split("=")[0])]
             try:  # compose with the group choices only, then find the key that does not exist
                 hint = _key_hint(compose_config(config_name, groups), overrides)
             except (HydraException, OmegaConfBaseException):
@@ -79,8 +84,7 @@ def compose_or_explain(config_name: str, overrides: Sequence[str]) -> DictConfig
 def save_run_config(cfg: DictConfig) -> Path:
     """``<run>/.hydra/config.yaml`` and ``overrides.yaml``, as ``@hydra.main`` writes them."""
     out = Path(cfg.hydra.runtime.output_dir) / ".hydra"
-    run_cfg = OmegaConf.masked_copy(cfg, [k for k in cfg if k != "hydra"])
-    write_atomic(out / "config.yaml", OmegaConf.to_yaml(run_cfg).encode())
+    write_atomic(out / "config.yaml", OmegaConf.to_yaml(without_hydra(cfg)).encode())
     write_atomic(out / "overrides.yaml", OmegaConf.to_yaml(list(cfg.hydra.overrides.task)).encode())
     return out
 
@@ -96,9 +100,9 @@ def is_launching_rank(cfg: DictConfig) -> bool:
     return int(os.environ.get("RANK") or os.environ.get("SLURM_PROCID") or 0) == 0
 
 
-def run_config(config_name: str, overrides: Sequence[str], app: Callable[[DictConfig], T]) -> T:
-    """Compose ``config_name`` with ``overrides`` and run ``app(cfg)`` in the resolved run folder."""
-    cfg = compose_or_explain(config_name, overrides)
+def run_config(config_name: str, overrides: Sequence[str] | None, app: Callable[[DictConfig], T]) -> T:
+    """Compose ``config_name`` with ``overrides`` (``None``: none) and run ``app(cfg)`` in the resolved run folder."""
+    cfg = compose_or_explain(config_name, list(overrides or []))
     try:
         Path(cfg.hydra.runtime.output_dir).mkdir(parents=True, exist_ok=True)
         if is_launching_rank(cfg):
@@ -115,8 +119,3 @@ def run_config(config_name: str, overrides: Sequence[str], app: Callable[[DictCo
         if cause is None or isinstance(cause, USER_ERRORS):
             raise UserError(f"{config_name}: {_first_line(cause or exc)}") from None
         raise
-
-
-def run_overrides(config_name: str, overrides: Sequence[str] | None, app: Callable[[DictConfig], Any]) -> Any:
-    """``run_config`` with ``None`` meaning no overrides (the Python entry of ``train`` / ``evaluate``)."""
-    return run_config(config_name, list(overrides or []), app)

@@ -7,9 +7,9 @@ from typing import Any
 
 def main(overrides: list[str] | None = None) -> dict[str, Any]:
     """Run training with Hydra overrides (``experiment=NAME key=value ...``)."""
-    from text2earth.cli.hydra_runner import run_overrides
+    from text2earth.cli.hydra_runner import run_config
     from text2earth.training.run import train
 
-    result = run_overrides("train", overrides, train)
+    result = run_config("train", overrides, train)
     print(f"done: {result['global_step']} steps in {result['wall_s']:.0f} s -> {result['output_dir']}")
     return result

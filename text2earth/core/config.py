@@ -51,6 +51,11 @@ def compose_config(
     return cfg
 
 
+def without_hydra(cfg: DictConfig) -> DictConfig:
+    """The run's own config: everything but Hydra's runtime node (which resolves only inside a Hydra run)."""
+    return OmegaConf.masked_copy(cfg, [k for k in cfg if k != "hydra"])
+
+
 def to_plain(cfg: Any) -> Any:
     """Plain dicts/lists for OmegaConf nodes (resolved), anything else unchanged."""
     if isinstance(cfg, (DictConfig, ListConfig)):

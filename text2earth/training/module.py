@@ -171,19 +171,18 @@ class LatentDiffusionModule(L.LightningModule):
         """Text features and class labels for a batch, with independent dropout (CPU ``generator``) when ``drop``."""
         levels = torch.as_tensor(batch["level"], dtype=torch.float32, device=self.device)
         p_text, p_level = (self.hparams.p_text, self.hparams.p_level) if drop else (0.0, 0.0)
-        if "encoder_hidden_states" in batch:
+        cached = "encoder_hidden_states" in batch  # cached text: only which captions drop matters
+        captions = [" "] * len(levels) if cached else batch["caption"]
+        captions, levels = drop_conditions(captions, levels, p_text, p_level, generator)
+        dropped = torch.tensor([c == "" for c in captions], device=self.device)
+        if cached:
             text = batch["encoder_hidden_states"].to(self.device).float()
-            dropped, levels = drop_conditions([" "] * len(levels), levels, p_text, p_level, generator)
-            mask = torch.tensor([c == "" for c in dropped], device=self.device)
-            text = torch.where(mask[:, None, None], self.null_text_embedding().expand_as(text), text)
+            text = torch.where(dropped[:, None, None], self.null_text_embedding().expand_as(text), text)
         elif "input_ids" in batch:  # tokenised in the DataLoader workers: a dropped caption gets the empty prompt's ids
-            captions, levels = drop_conditions(batch["caption"], levels, p_text, p_level, generator)
             ids = batch["input_ids"].to(self.device)
-            dropped = torch.tensor([c == "" for c in captions], device=self.device)
             ids = torch.where(dropped[:, None], tokenize(self.tokenizer, [""]).to(self.device), ids)
             text = encode_ids(self.text_encoder, ids).float()
         else:
-            captions, levels = drop_conditions(batch["caption"], levels, p_text, p_level, generator)
             text = encode_text(self.text_encoder, self.tokenizer, captions, self.device).float()
         return text, level_class_labels(levels, self.level_scale).to(self.device)
 

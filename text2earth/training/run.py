@@ -21,6 +21,7 @@ import torch
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, OmegaConf
 
+from text2earth.core.config import without_hydra
 from text2earth.core.errors import UserError
 
 log = logging.getLogger(__name__)
@@ -42,7 +43,7 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     loggers = instantiate_dict(cfg.get("logger"))
     trainer: L.Trainer = hydra.utils.instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False)
     # The run's own config, without Hydra's runtime node (not resolvable outside @hydra.main).
-    run_config = OmegaConf.to_container(OmegaConf.masked_copy(cfg, [k for k in cfg if k != "hydra"]), resolve=True)
+    run_config = OmegaConf.to_container(without_hydra(cfg), resolve=True)
     for logger in loggers:
         logger.log_hyperparams(run_config)
     start = time.perf_counter()
