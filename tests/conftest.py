@@ -68,3 +68,21 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     for item in items:
         if SLOW_FIXTURES & set(getattr(item, "fixturenames", ())):
             item.add_marker(pytest.mark.slow)
+
+
+@pytest.fixture(scope="session")
+def four_shards(embedded_small, tmp_path_factory):
+    """48 real tiles in 4 shards of 12 (one per rank and worker in the 2-rank runs); the folder and the keys."""
+    from pathlib import Path
+
+    import webdataset as wds
+
+    from text2earth.io.shards import read_shard_samples
+
+    samples = [s for shard in sorted(Path(embedded_small).glob("val-*.tar")) for s in read_shard_samples(shard)][:48]
+    folder = tmp_path_factory.mktemp("mp_shards")
+    for i in range(4):
+        with wds.TarWriter(str(folder / f"train-{i:06d}.tar")) as sink:
+            for s in samples[i * 12 : (i + 1) * 12]:
+                sink.write(s)
+    return folder, [s["__key__"] for s in samples]

@@ -6,46 +6,15 @@ from __future__ import annotations
 import os
 import signal
 import subprocess
-import sys
 import time
 from pathlib import Path
 
 import pytest
 import torch
-import webdataset as wds
-from probes import read_noise, read_seen
-
-from text2earth.io.shards import read_shard_samples
+from probes import console_script, read_noise, read_seen
 
 ROOT = Path(__file__).resolve().parents[1]
 STEPS_PER_EPOCH = 6  # per rank: 2 workers x 12 samples / batches of 4
-
-
-def console_script(tmp_path: Path) -> Path:
-    """The installed `text2earth` script, or the same wrapper pip writes (so `sys.argv[0]` is a script path,
-    as Lightning's relaunch of the other ranks expects)."""
-    installed = Path(sys.executable).with_name("text2earth")
-    if installed.exists():
-        return installed
-    script = tmp_path / "text2earth"
-    script.write_text(
-        f"#!{sys.executable}\nimport sys\nfrom text2earth.cli.main import main\n"
-        'if __name__ == "__main__":\n    sys.exit(main())\n'
-    )
-    script.chmod(0o755)
-    return script
-
-
-@pytest.fixture(scope="module")
-def four_shards(embedded_small, tmp_path_factory) -> tuple[Path, list[str]]:
-    """48 real tiles in 4 shards of 12: one shard per (rank, worker)."""
-    samples = [s for shard in sorted(Path(embedded_small).glob("val-*.tar")) for s in read_shard_samples(shard)][:48]
-    folder = tmp_path_factory.mktemp("mp_shards")
-    for i in range(4):
-        with wds.TarWriter(str(folder / f"train-{i:06d}.tar")) as sink:
-            for s in samples[i * 12 : (i + 1) * 12]:
-                sink.write(s)
-    return folder, [s["__key__"] for s in samples]
 
 
 def launch(script: Path, run_dir: Path, shards: Path, seen: Path) -> subprocess.Popen:

@@ -43,9 +43,13 @@ def module_from_checkpoint(checkpoint: dict[str, Any], use_ema: bool = True):
 
 def export_checkpoint(checkpoint_path: str | Path, out_dir: str | Path, use_ema: bool = True) -> Path:
     """Write ``out_dir`` (safetensors, model_index.json) atomically: a temporary folder, then a rename."""
-    checkpoint = load_checkpoint(checkpoint_path)
+    return export_state(load_checkpoint(checkpoint_path), out_dir, use_ema=use_ema, source=str(checkpoint_path))
+
+
+def export_state(checkpoint: dict[str, Any], out_dir: str | Path, use_ema: bool = True, source: str = "") -> Path:
+    """``export_checkpoint`` for a checkpoint held in memory (e.g. gathered from sharded ranks)."""
     module = module_from_checkpoint(checkpoint, use_ema=use_ema)
     out_dir = module.float().export(out_dir)
-    info = {"checkpoint": str(checkpoint_path), "global_step": checkpoint.get("global_step"), "ema": use_ema}
+    info = {"checkpoint": source, "global_step": checkpoint.get("global_step"), "ema": use_ema}
     write_atomic(out_dir / "export.json", json.dumps(info, indent=2).encode())
     return out_dir

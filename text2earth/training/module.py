@@ -35,6 +35,7 @@ from text2earth.models.controlnet import controlled_prediction
 from text2earth.models.inpainting import inpaint_model_input, is_inpainting_unet, mask_and_masked_latents
 from text2earth.models.losses import diffusion_target, min_snr_weights, sample_noise
 from text2earth.training.optim import configure_optimization
+from text2earth.training.sharding import clip_sharded_grad_norm
 from text2earth.training.variants import build_variant, export_variant
 
 FROZEN_PARTS = ("vae", "text_encoder")
@@ -266,6 +267,14 @@ class LatentDiffusionModule(L.LightningModule):
         return loss
 
     # -- optimisation -----------------------------------------------------------------------------
+    def configure_gradient_clipping(
+        self, optimizer: Any, gradient_clip_val: float | None = None, gradient_clip_algorithm: str | None = None
+    ) -> None:
+        # Lightning's FSDP precision refuses norm clipping; FSDP1 computes the norm across shards itself.
+        if clip_sharded_grad_norm(self.trainer.strategy, gradient_clip_val, gradient_clip_algorithm):
+            return
+        super().configure_gradient_clipping(optimizer, gradient_clip_val, gradient_clip_algorithm)
+
     def configure_optimizers(self) -> Any:
         params = [p for p in self.parameters() if p.requires_grad]  # UNet, or only a LoRA / ControlNet
         return configure_optimization(self, params, self.hparams.optimizer, self.hparams.lr_scheduler)

@@ -91,6 +91,15 @@ def shard_like(full: torch.Tensor, p: torch.Tensor) -> torch.Tensor:
     return distribute_tensor(full.to(p.device, p.dtype), p.device_mesh, p.placements).to_local()
 
 
+def clip_sharded_grad_norm(strategy: Any, max_norm: float | None, algorithm: str | None) -> bool:
+    """Clip gradients by their global norm under FSDP1 (``FSDP.clip_grad_norm_`` gathers the norm across
+    shards); True when done. Lightning's own path raises for FSDP, and DeepSpeed clips in its engine."""
+    if not max_norm or (algorithm or "norm") != "norm" or sharding_kind(strategy) != "fsdp":
+        return False
+    strategy.model.clip_grad_norm_(max_norm)
+    return True
+
+
 def deepspeed_strategy(stage: int = 2, **kwargs: Any) -> Any:
     """Lightning's ``DeepSpeedStrategy`` (ZeRO ``stage``), or a one-line error when DeepSpeed is missing."""
     try:
