@@ -83,7 +83,7 @@ def _evaluate(args: argparse.Namespace) -> int:
 def _export(args: argparse.Namespace) -> int:
     from text2earth.training.export import export_checkpoint
 
-    out = export_checkpoint(args.checkpoint, args.out, use_ema=not args.no_ema)
+    out = export_checkpoint(args.checkpoint, args.out, use_ema=not args.no_ema, dtype=args.dtype)
     print(f"exported {args.checkpoint} -> {out}")
     return 0
 
@@ -221,6 +221,12 @@ def build_parser() -> argparse.ArgumentParser:
     export.add_argument("checkpoint")
     export.add_argument("--out", required=True)
     export.add_argument("--no-ema", action="store_true", help="export the raw trained weights instead of the EMA")
+    export.add_argument(
+        "--dtype",
+        choices=("fp32", "fp16", "bf16"),
+        default="fp32",
+        help="weights' precision; fp16/bf16 are written as diffusers variants (*.fp16.safetensors)",
+    )
     export.set_defaults(func=_export)
 
     info = sub.add_parser("info", help="parameter counts of a model preset")
