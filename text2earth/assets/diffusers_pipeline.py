@@ -46,7 +46,11 @@ class Text2EarthDiffusionPipeline(DiffusionPipeline):
 
     def _encode(self, captions: list[str], device: torch.device) -> torch.Tensor:
         ids = self.tokenizer(
-            captions, padding="max_length", max_length=self.tokenizer.model_max_length, truncation=True, return_tensors="pt"
+            captions,
+            padding="max_length",
+            max_length=self.tokenizer.model_max_length,
+            truncation=True,
+            return_tensors="pt",
         ).input_ids
         return self.text_encoder(ids.to(device))[0]  # last hidden state, no attention mask (SD2)
 
@@ -87,7 +91,9 @@ class Text2EarthDiffusionPipeline(DiffusionPipeline):
         if latents is None:
             latents = randn_tensor(shape, generator=generator, device=device, dtype=dtype)
         latents = latents.to(device=device, dtype=dtype) * self.scheduler.init_noise_sigma
-        step_kwargs = {"generator": generator} if "generator" in inspect.signature(self.scheduler.step).parameters else {}
+        step_kwargs = (
+            {"generator": generator} if "generator" in inspect.signature(self.scheduler.step).parameters else {}
+        )
 
         branches = len(embeds)
         for t in self.progress_bar(self.scheduler.timesteps):
