@@ -103,3 +103,18 @@ def test_cuda_graphs_on_a_cuda_device_and_no_sync_in_the_loop():
         pipe.denoise_latents(request, unet_predictor(pipe.unet), callback=strict_from_step_1)
     finally:
         torch.cuda.set_sync_debug_mode("default")
+
+
+def test_generate_cli_fast_prints_one_summary_line(tmp_path, capsys, monkeypatch):
+    from text2earth.cli.main import main
+    from text2earth.core.paths import shipped
+
+    # Compiling the demo model with inductor takes minutes on a CPU; dynamo switched off keeps the whole
+    # --fast path (fusing, channels-last, tracking, the report) at eager speed.
+    monkeypatch.setattr(torch._dynamo.config, "disable", True)
+    args = ["generate", "a river", "--model", str(shipped("demo")), "--level", "14", "--n", "1", "--steps", "2"]
+    assert main([*args, "--fast", "--out", str(tmp_path)]) == 0
+    lines = capsys.readouterr().out.strip().splitlines()
+    assert lines[0].startswith("fast sampling on cpu: fused QKV, channels-last, compile (inductor default")
+    assert "CUDA graphs skipped" in lines[0] and "0 graph compilations in 1 calls" in lines[0]
+    assert lines[1] == f"wrote 1 images and {tmp_path / 'grid.png'}"
