@@ -16,6 +16,7 @@ import argparse
 import json
 import platform
 import resource
+import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -45,6 +46,14 @@ ANCHORS = {
     "unet_batch2_fast_ms": (4.4, None),
 }
 PROMPT = "a harbour with container ships and cranes"
+
+
+_START = time.perf_counter()
+
+
+def _progress(what: str) -> None:
+    """A line on stderr per finished part: a run cut short still shows how far it got."""
+    print(f"[gpu-check {time.perf_counter() - _START:6.0f} s] {what} done", file=sys.stderr, flush=True)
 
 
 def _sync(device: torch.device) -> None:
@@ -96,10 +105,13 @@ def sampling(preset: str, device: torch.device, batch: int, steps: int, smoke: b
     call()
     out["unet_batch2_eager_ms"] = 1000 * _seconds(call, device, repeats=10)
 
-    # bf16 against fp32, same noise, eager: the largest pixel difference in grey levels (0..255).
-    reference = _sample(_pipeline(preset, device, torch.float32), 1, steps)
-    half = _sample(_pipeline(preset, device, torch.bfloat16), 1, steps)
+    # bf16 against fp32, same weights (the preset is seeded) and noise, eager: largest difference in grey levels.
+    reference_pipe = _pipeline(preset, device, torch.float32)
+    reference = _sample(reference_pipe, 1, steps)
+    del reference_pipe
+    half = _sample(pipe if dtype == torch.bfloat16 else _pipeline(preset, device, torch.bfloat16), 1, steps)
     out["bf16_vs_fp32_max_grey_levels"] = float(np.abs(half - reference).max() * 255)
+    _progress("eager sampling and bf16 vs fp32")
 
     state = pipe.enable_fast_sampling(backend="aot_eager" if smoke else "inductor")
     out["fast_warmup_one_s"] = _seconds(lambda: _sample(pipe, 1, steps), device)
@@ -111,6 +123,7 @@ def sampling(preset: str, device: torch.device, batch: int, steps: int, smoke: b
     out["unet_batch2_fast_ms"] = 1000 * _seconds(call, device, repeats=10)
     out["fast"] = {"applied": state.applied, "skipped": state.skipped, "summary": state.summary()}
     out["fast_recompiles_after_warmup"] = state.last_call_compilations
+    _progress("fast sampling")
     return out
 
 
@@ -128,6 +141,7 @@ def training(preset: str, device: torch.device, batch: int, size: int, smoke: bo
         out["train_cached_compile_img_s"] = bench_training(preset, batch, size, iters, warmup, True, device)[
             "module_img_s"
         ]
+    _progress("training")
     return out
 
 

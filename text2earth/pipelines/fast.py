@@ -147,7 +147,9 @@ def enable_fast_sampling(
     return state
 
 
-def device_timesteps(predict: Predictor, timesteps: Sequence[torch.Tensor] | torch.Tensor, device: torch.device):
+def device_timesteps(
+    predict: Predictor, timesteps: Sequence[torch.Tensor] | torch.Tensor, device: torch.device
+) -> Predictor:
     """``predict`` that receives each host timestep as a device tensor copied once before the loop.
 
     The scheduler's tables stay on the host (its arithmetic on 0-dim host tensors never waits for the
@@ -155,8 +157,13 @@ def device_timesteps(predict: Predictor, timesteps: Sequence[torch.Tensor] | tor
     transfer inside the loop.
     """
     on_device = {float(t): torch.as_tensor(t).to(device) for t in timesteps}
+    # CUDA graph trees reuse output memory between replays: each step begins a new "iteration" (the
+    # previous step's outputs were consumed by the scheduler), as torch.compile's docs ask for in loops.
+    mark_step = device.type == "cuda"
 
     def predict_on_device(latent_model_input: torch.Tensor, t: torch.Tensor, cond: BranchConditions) -> torch.Tensor:
+        if mark_step:
+            torch.compiler.cudagraph_mark_step_begin()
         return predict(latent_model_input, on_device[float(t)], cond)
 
     return predict_on_device
