@@ -321,7 +321,7 @@ class Text2EarthPipeline(DiffusionPipeline):
             dtype=dtype,
         )
         # Fast sampling keeps the scheduler's tables on the host: no device sync inside the step loop.
-        self.scheduler.set_timesteps(request.num_inference_steps, device="cpu" if self.fast else device)
+        self.scheduler.set_timesteps(request.num_inference_steps, device="cpu" if self.fast is not None else device)
         if self.fast is not None:
             predict = device_timesteps(predict, self.scheduler.timesteps, device)
         shape = (
