@@ -42,6 +42,7 @@ def eager_and_fast():
     return eager, first, second, compiled_first, pipe
 
 
+@pytest.mark.slow  # the compiled fixture traces for ~20 s
 def test_fast_sampling_gives_eager_pixels(eager_and_fast):
     eager, first, second, _, pipe = eager_and_fast
     assert pipe.fast.compiled and "fused QKV" in pipe.fast.applied and "channels-last" in pipe.fast.applied
@@ -50,6 +51,7 @@ def test_fast_sampling_gives_eager_pixels(eager_and_fast):
     assert np.array_equal(first, second)
 
 
+@pytest.mark.slow  # the compiled fixture traces for ~20 s
 def test_second_call_with_the_same_shapes_does_not_recompile(eager_and_fast):
     _, _, _, compiled_first, pipe = eager_and_fast
     assert compiled_first >= 2  # the UNet and the VAE decoder
@@ -62,6 +64,7 @@ def test_second_call_with_the_same_shapes_does_not_recompile(eager_and_fast):
     assert pipe.scheduler.sigmas.device.type == "cpu"
 
 
+@pytest.mark.slow  # the compiled fixture traces for ~20 s
 def test_cuda_graphs_are_skipped_on_the_cpu_and_said_so(eager_and_fast):
     *_, pipe = eager_and_fast
     assert "CUDA graphs" not in pipe.fast.applied

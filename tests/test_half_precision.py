@@ -45,6 +45,7 @@ def test_asking_for_a_variant_the_folder_lacks_is_one_line(fp16_export):
         Text2EarthPipeline.from_pretrained(fp16_export, variant="bf16")
 
 
+@pytest.mark.slow  # a fresh interpreter loading diffusers: ~25 s
 def test_the_shipped_pipeline_samples_our_pixels_in_plain_diffusers(fp16_export, tmp_path):
     noise = torch.randn((2, 4, 16, 16), generator=torch.Generator().manual_seed(3))
     torch.save(noise, tmp_path / "noise.pt")
