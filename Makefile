@@ -13,7 +13,7 @@ DEMO_MODEL := weights/demo
 
 .PHONY: install test test-fast lint format demo demo-train data bench info clean help enhance-train enhance-demo \
 	bench-data data-stats pairs translate-train demo-translate \
-	eval-demo eval-fid eval-clip eval-zsoa eval-resolution eval-rsicd check-rsicd demo-edit
+	eval-demo eval-fid eval-clip eval-zsoa eval-resolution eval-rsicd check-rsicd demo-edit gpu-check
 
 help:
 	@echo "make demo        set up .venv, train the tiny model briefly, sample the shipped demo model"
@@ -32,6 +32,7 @@ help:
 	@echo "make eval-rsicd RSICD=/path/dataset_rsicd.json [EVAL_MODEL=dir CLIP_MODEL=dir]  all metrics on RSICD"
 	@echo "make eval-fid | eval-clip | eval-zsoa | eval-resolution RSICD=...  one metric on RSICD"
 	@echo "make demo-edit   train the tiny inpainting model from $(DEMO_MODEL) on CPU, write an edited tile and a 4x-wide canvas"
+	@echo "make gpu-check   speed on one GPU beside the H200 anchors (table + outputs/gpu_check/gpu_check.json); CPU: smoke mode"
 	@echo "make lint        ruff"
 
 $(VENV)/.installed: pyproject.toml constraints.txt
@@ -147,6 +148,9 @@ check-rsicd:
 
 bench: install
 	$(PY) -m scripts.bench
+
+gpu-check: install ## speed on one GPU beside the H200 anchors (~8 min); without CUDA a CPU smoke run of the tiny preset
+	$(PY) -m scripts.gpu_check
 
 bench-data: install
 	$(PY) -m scripts.bench_data --embedded data/embedded --out outputs/bench_data

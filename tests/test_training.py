@@ -108,6 +108,12 @@ def test_train_ema_checkpoint_export_reload(embedded_shards, tmp_path):
     assert cli_main(["export", str(last), "--out", str(tmp_path / "exported_cli")]) == 0
     assert (tmp_path / "exported_cli" / "unet" / "diffusion_pytorch_model.safetensors").exists()
     assert cli_main(["export", str(tmp_path / "missing.ckpt"), "--out", str(tmp_path / "x")]) == 2
+    # --dtype fp16: diffusers variant files holding the EMA weights rounded to fp16
+    assert cli_main(["export", str(last), "--out", str(tmp_path / "fp16"), "--dtype", "fp16"]) == 0
+    half = Text2EarthPipeline.from_pretrained(tmp_path / "fp16", torch_dtype=torch.float16, variant="fp16")
+    assert (tmp_path / "fp16" / "unet" / "diffusion_pytorch_model.fp16.safetensors").exists()
+    for name, p in half.unet.named_parameters():
+        torch.testing.assert_close(p.detach(), shadow[name].half(), rtol=0, atol=0)
     pipe = Text2EarthPipeline.from_pretrained(exported)
     for name, p in pipe.unet.named_parameters():  # the folder holds the EMA weights
         torch.testing.assert_close(p.detach(), shadow[name], rtol=0, atol=0)

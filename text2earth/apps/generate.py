@@ -3,6 +3,7 @@ chunks) plus a grid. Used by `text2earth generate` and the demo."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 
 import torch
@@ -32,11 +33,15 @@ def generate_to_folder(
     modality: str = "rgb",
     lora: str | None = None,
     lora_scale: float = 1.0,
+    fast: bool = False,
+    log: Callable[[str], None] | None = None,
 ) -> list[Path]:
     """Write ``n`` images per prompt and ``grid.png``; return the paths (grid last).
 
     ``modality`` (nir, pan, sar) loads the model's LoRA for it, ``lora`` any adapter folder, at ``lora_scale``;
-    single-band modalities are written as single-band PNGs.
+    single-band modalities are written as single-band PNGs. ``fast`` turns on
+    :meth:`~text2earth.pipelines.text2img.Text2EarthPipeline.enable_fast_sampling`; ``log`` receives its
+    one-line report (warm-up time, graph compilations).
     """
     from text2earth.io.bands import SINGLE_BAND, check_modality, to_band
     from text2earth.models.lora import attach_lora
@@ -53,6 +58,8 @@ def generate_to_folder(
         target
     )
     modality = attach_lora(pipe.unet, model, modality, lora, lora_scale)
+    if fast:
+        pipe.enable_fast_sampling()
     # One generator per image, seeded seed + i: any single image can be reproduced alone.
     generators = [torch.Generator(device="cpu").manual_seed(seed + i) for i in range(n * len(prompts))]
     result = pipe(
@@ -68,6 +75,8 @@ def generate_to_folder(
         height=height,
         width=width,
     )
+    if fast and log is not None:
+        log(pipe.fast.summary())
     out = Path(out_dir)
     written, shown = [], []  # shown: what was written (single bands for nir / pan / sar), for the grid
     for i, (image, caption, lvl) in enumerate(zip(result.images, result.prompts, result.levels, strict=True)):

@@ -36,6 +36,8 @@ def _generate(args: argparse.Namespace) -> int:
         modality=args.modality,
         lora=args.lora,
         lora_scale=args.lora_scale,
+        fast=args.fast,
+        log=print,
     )
     print(f"wrote {len(written) - 1} images and {written[-1]}")
     return 0
@@ -83,7 +85,7 @@ def _evaluate(args: argparse.Namespace) -> int:
 def _export(args: argparse.Namespace) -> int:
     from text2earth.training.export import export_checkpoint
 
-    out = export_checkpoint(args.checkpoint, args.out, use_ema=not args.no_ema)
+    out = export_checkpoint(args.checkpoint, args.out, use_ema=not args.no_ema, dtype=args.dtype)
     print(f"exported {args.checkpoint} -> {out}")
     return 0
 
@@ -138,6 +140,7 @@ def _outpaint(args: argparse.Namespace) -> int:
         seed=args.seed,
         feather=args.feather,
         device=args.device,
+        windows_per_call=args.windows_per_call,
     )
     report = save_canvas(canvas, args.out, model=args.model, seed=args.seed)
     tif = f" and {report['geotiff']}" if report["geotiff"] else " (no GeoTIFF: rasterio is not installed)"
@@ -181,6 +184,12 @@ def build_parser() -> argparse.ArgumentParser:
     gen.add_argument("--modality", default="rgb", help="rgb | nir | pan | sar: loads the model's LoRA (MODEL/lora/M)")
     gen.add_argument("--lora", default=None, help="a LoRA adapter folder (overrides --modality's default adapter)")
     gen.add_argument("--lora-scale", type=float, default=1.0, help="LoRA strength (0 = the base model)")
+    gen.add_argument(
+        "--fast",
+        action="store_true",
+        help="compiled UNet/VAE decoder, CUDA graphs on a GPU, fused QKV; reports warm-up and compilations "
+        "(the first call compiles: minutes on a CPU)",
+    )
     gen.add_argument("--out", required=True, help="output folder")
     gen.set_defaults(func=_generate)
 
@@ -221,6 +230,12 @@ def build_parser() -> argparse.ArgumentParser:
     export.add_argument("checkpoint")
     export.add_argument("--out", required=True)
     export.add_argument("--no-ema", action="store_true", help="export the raw trained weights instead of the EMA")
+    export.add_argument(
+        "--dtype",
+        choices=("fp32", "fp16", "bf16"),
+        default="fp32",
+        help="weights' precision; fp16/bf16 are written as diffusers variants (*.fp16.safetensors)",
+    )
     export.set_defaults(func=_export)
 
     info = sub.add_parser("info", help="parameter counts of a model preset")
@@ -253,6 +268,12 @@ def build_parser() -> argparse.ArgumentParser:
     outpaint.add_argument("--height", type=int, required=True)
     outpaint.add_argument("--tile", type=int, default=256, help="tile side in pixels (the model's image size)")
     outpaint.add_argument("--overlap", type=int, default=64)
+    outpaint.add_argument(
+        "--windows-per-call",
+        type=int,
+        default=1,
+        help="windows denoised in one UNet batch (same canvas; more is faster on a GPU)",
+    )
     outpaint.add_argument("--init", default=None, help="image placed at the top-left corner to grow from (tiles mode)")
     outpaint.add_argument("--out", required=True, help="output PNG (a .tif GeoTIFF and a .json report beside it)")
     outpaint.set_defaults(func=_outpaint)

@@ -36,11 +36,13 @@ class TrainedClassifier:
 
     @torch.no_grad()
     def logits(self, images: Sequence[PIL.Image.Image], batch_size: int = 128) -> torch.Tensor:
+        """``N, classes`` on the CPU; ``images`` are read and converted one batch at a time."""
         self.model.eval()
+        device = next(self.model.parameters()).device
         out = []
         for start in range(0, len(images), batch_size):
-            x = to_tensor(images[start : start + batch_size], self.image_size)
-            out.append(self.model(pixel_values=x).logits.float())
+            x = to_tensor(images[start : start + batch_size], self.image_size).to(device)
+            out.append(self.model(pixel_values=x).logits.float().cpu())
         return torch.cat(out)
 
     def predict(self, images: Sequence[PIL.Image.Image], batch_size: int = 128) -> list[str]:
@@ -83,8 +85,14 @@ def train_classifier(
     architecture: dict | None = None,
     classes: Sequence[str] | None = None,
     desc: str = "classifier",
+    device: str | torch.device = "cpu",
 ) -> TrainedClassifier:
-    """Adam on cross-entropy over ``classes`` (default: the sorted labels seen), a progress bar per epoch."""
+    """Adam on cross-entropy over ``classes`` (default: the sorted labels seen), a progress bar per epoch.
+
+    ``images`` may be a lazy sequence (e.g. files loaded on access): each batch is read and converted
+    when it is used, so memory stays that of one batch whatever the number of images (54,650 generated
+    RSICD images stacked at 224 px would be ~33 GB). The model trains on ``device``.
+    """
     if len(images) != len(labels) or not images:
         raise ValueError(f"need as many labels as images (got {len(images)} images, {len(labels)} labels)")
     classes = sorted(set(labels)) if classes is None else list(classes)
@@ -95,25 +103,27 @@ def train_classifier(
     with torch.random.fork_rng():  # seeded init without disturbing the caller's random stream (training runs)
         torch.manual_seed(seed)
         model, init = build_resnet(len(classes), pretrained, architecture)
-    x_all = to_tensor(images, image_size)
+    model.to(device)
     y_all = torch.tensor([index[label] for label in labels])
     optimizer = torch.optim.Adam(model.parameters(), lr=lr)
     generator = torch.Generator().manual_seed(seed)
     model.train()
     with torch.enable_grad():  # callers may sit inside no_grad (a training callback's evaluation)
-        losses = _fit(model, optimizer, x_all, y_all, epochs, batch_size, generator, desc)
+        losses = _fit(model, optimizer, images, image_size, y_all, epochs, batch_size, generator, desc)
     model.eval()
     return TrainedClassifier(model, classes, image_size, init, losses)
 
 
-def _fit(model, optimizer, x_all, y_all, epochs, batch_size, generator, desc) -> list[float]:
+def _fit(model, optimizer, images, image_size, y_all, epochs, batch_size, generator, desc) -> list[float]:
+    device = next(model.parameters()).device
     losses = []
     for epoch in range(epochs):
         order = torch.randperm(len(y_all), generator=generator)
         total = 0.0
         for start in tqdm(range(0, len(order), batch_size), desc=f"{desc} epoch {epoch + 1}/{epochs}", leave=False):
             idx = order[start : start + batch_size]
-            loss = F.cross_entropy(model(pixel_values=x_all[idx]).logits, y_all[idx])
+            x = to_tensor([images[i] for i in idx.tolist()], image_size).to(device)
+            loss = F.cross_entropy(model(pixel_values=x).logits, y_all[idx].to(device))
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()

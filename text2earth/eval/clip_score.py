@@ -27,18 +27,26 @@ class EmbeddingModel(torch.nn.Module):
     SigLIP was trained without a text attention mask (fixed-length padding), so it gets none.
     """
 
-    def __init__(self, model: Any) -> None:
+    def __init__(self, model: Any, device: str | torch.device = "cpu") -> None:
         super().__init__()
-        self.model = model
+        self.model = model.to(device)
         self.config = model.config
+        self.run_device = torch.device(device)
         self.uses_text_mask = not model.config.model_type.startswith("siglip")
 
+    def to(self, *args: Any, **kwargs: Any) -> EmbeddingModel:
+        # torchmetrics moves the model to the device of the images it is given (the processor needs them
+        # on the CPU); the model stays on its own device and the processed inputs go there instead.
+        return self
+
     def get_image_features(self, pixel_values: torch.Tensor) -> torch.Tensor:
-        return _embedding(self.model.get_image_features(pixel_values=pixel_values))
+        features = self.model.get_image_features(pixel_values=pixel_values.to(self.run_device))
+        return _embedding(features).float().cpu()
 
     def get_text_features(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None) -> torch.Tensor:
-        mask = attention_mask if self.uses_text_mask else None
-        return _embedding(self.model.get_text_features(input_ids=input_ids, attention_mask=mask))
+        mask = attention_mask.to(self.run_device) if self.uses_text_mask and attention_mask is not None else None
+        features = self.model.get_text_features(input_ids=input_ids.to(self.run_device), attention_mask=mask)
+        return _embedding(features).float().cpu()
 
 
 def _embedding(output: Any) -> torch.Tensor:
@@ -61,8 +69,8 @@ class FixedLengthText:
         return processed
 
 
-def load_clip(folder: str | Path) -> tuple[EmbeddingModel, Any]:
-    """``(model, processor)`` of a local CLIP / SigLIP folder in the transformers layout."""
+def load_clip(folder: str | Path, device: str | torch.device = "cpu") -> tuple[EmbeddingModel, Any]:
+    """``(model, processor)`` of a local CLIP / SigLIP folder in the transformers layout; the model on ``device``."""
     folder = Path(folder)
     if not (folder / "config.json").is_file():
         raise FileNotFoundError(
@@ -73,16 +81,23 @@ def load_clip(folder: str | Path) -> tuple[EmbeddingModel, Any]:
     processor = AutoProcessor.from_pretrained(folder, local_files_only=True)
     if model.config.model_type.startswith("siglip"):
         processor = FixedLengthText(processor, model.config.text_config.max_position_embeddings)
-    return EmbeddingModel(model), processor
+    return EmbeddingModel(model, device), processor
 
 
 def clip_score(
-    images: Sequence[PIL.Image.Image], captions: Sequence[str], folder: str | Path, batch_size: int = 32
+    images: Sequence[PIL.Image.Image],
+    captions: Sequence[str],
+    folder: str | Path,
+    batch_size: int = 32,
+    device: str | torch.device = "cpu",
 ) -> dict[str, Any]:
-    """Mean CLIP score (100 x cosine, floored at 0) of each image with its own caption."""
+    """Mean CLIP score (100 x cosine, floored at 0) of each image with its own caption.
+
+    ``images`` may be a lazy sequence (loaded per batch); the model runs on ``device``.
+    """
     if len(images) != len(captions) or not images:
         raise ValueError(f"need one caption per image (got {len(images)} images, {len(captions)} captions)")
-    model, processor = load_clip(folder)
+    model, processor = load_clip(folder, device)
     metric = CLIPScore(model_name_or_path=lambda: (model, processor))
     with torch.no_grad():
         for start in tqdm(range(0, len(images), batch_size), desc="CLIP score", unit="batch"):

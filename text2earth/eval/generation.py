@@ -44,6 +44,22 @@ class GeneratedImage:
         return load_rgb(self.path)
 
 
+class LazyImages(Sequence[PIL.Image.Image]):
+    """Generated images read from their files on access: metrics over tens of thousands of images hold
+    one batch in memory, not the whole set."""
+
+    def __init__(self, items: Sequence[GeneratedImage]) -> None:
+        self.items = list(items)
+
+    def __len__(self) -> int:
+        return len(self.items)
+
+    def __getitem__(self, index):  # int -> image, slice -> list of images
+        if isinstance(index, slice):
+            return [item.load() for item in self.items[index]]
+        return self.items[index].load()
+
+
 def prompts_for(
     captions: Sequence[str],
     labels: Sequence[str],

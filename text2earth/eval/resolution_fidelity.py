@@ -5,10 +5,13 @@ generated images. Trained on raw tiles it reads the fine detail the model's deco
 (measured: 68% on held-out real tiles but 28.5% on autoencoder reconstructions of the same tiles), so it is
 trained on real tiles passed through the *model's own autoencoder*, and its accuracy on held-out real
 reconstructions is reported beside the generated figure: that is the ceiling the generated images can reach.
+It works at the evaluated model's own image size and over its level range, and every figure comes with
+its chance and majority-class floors.
 """
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Sequence
 from typing import Any
 
@@ -56,8 +59,9 @@ def train_level_estimator(
     lr: float = 1e-3,
     batch_size: int = 64,
     seed: int = 0,
+    device: str | torch.device = "cpu",
 ) -> TrainedClassifier:
-    """A classifier over the distinct levels of ``levels``."""
+    """A classifier over the distinct levels of ``levels`` (trained on ``device``)."""
     return train_classifier(
         images,
         [level_name(v) for v in levels],
@@ -68,6 +72,7 @@ def train_level_estimator(
         seed=seed,
         architecture=LEVEL_ESTIMATOR,
         desc="level estimator",
+        device=device,
     )
 
 
@@ -80,39 +85,87 @@ def estimator_for_autoencoder(
     lr: float = 1e-3,
     batch_size: int = 64,
     seed: int = 0,
-) -> tuple[TrainedClassifier, int]:
-    """A level estimator trained on the real tiles of ``train_shards`` passed through ``vae``; ``(it, n_tiles)``."""
+    level_range: tuple[float, float] | None = None,
+    device: str | torch.device = "cpu",
+) -> tuple[TrainedClassifier, list[float]]:
+    """A level estimator trained on the real tiles of ``train_shards`` passed through ``vae``.
+
+    ``image_size`` should be the evaluated model's own; ``level_range`` (lowest, highest) keeps the tiles
+    within half a level of the levels evaluated, so the estimator chooses among the levels that matter.
+    Returns ``(estimator, levels of the training tiles)`` (the latter gives the majority-class floor).
+    """
     from text2earth.eval.datasets import read_shard_tiles
 
     tiles = read_shard_tiles(train_shards, every=train_every)
+    if level_range is not None:
+        tiles = in_level_range(tiles, level_range)
+        if not tiles:
+            raise ValueError(
+                f"no training tiles of {train_shards} within levels {level_range[0]:g}..{level_range[1]:g}"
+            )
     reconstructions = reconstruct(vae, [t.image for t in tiles])
-    estimator = train_level_estimator(
-        reconstructions, [t.level for t in tiles], image_size, epochs, lr, batch_size, seed
-    )
-    return estimator, len(tiles)
+    levels = [t.level for t in tiles]
+    estimator = train_level_estimator(reconstructions, levels, image_size, epochs, lr, batch_size, seed, device)
+    return estimator, levels
+
+
+def in_level_range(tiles: Sequence[Any], level_range: tuple[float, float]) -> list[Any]:
+    """The tiles (anything with ``.level``) within half a level of ``level_range``."""
+    low, high = level_range
+    return [t for t in tiles if low - WITHIN <= t.level <= high + WITHIN]
 
 
 def estimate_levels(estimator: TrainedClassifier, images: Sequence[PIL.Image.Image]) -> list[float]:
     return [float(name) for name in estimator.predict(images)]
 
 
-def level_errors(requested: Sequence[float], estimated: Sequence[float]) -> dict[str, Any]:
-    """Mean absolute level error and accuracy within 0.5 level, overall and per requested level."""
+def level_errors(
+    requested: Sequence[float],
+    estimated: Sequence[float],
+    classes: Sequence[float] | None = None,
+    train_levels: Sequence[float] | None = None,
+) -> dict[str, Any]:
+    """Mean absolute level error, accuracy within 0.5 level and exact-class accuracy, overall and per level.
+
+    With the estimator's ``classes``, every figure gets its chance floor (a uniform guess among them);
+    with ``train_levels``, its majority-class floor (always answering the commonest training level).
+    An estimator worth reading beats both.
+    """
     if len(requested) != len(estimated) or not requested:
         raise ValueError(f"need as many estimates as requests (got {len(estimated)} and {len(requested)})")
-    groups: dict[str, list[float]] = {}
+    groups: dict[str, list[tuple[float, float]]] = {}
     for want, got in zip(requested, estimated, strict=True):
-        groups.setdefault(level_name(want), []).append(abs(got - want))
+        groups.setdefault(level_name(want), []).append((want, got))
+    majority = Counter(level_name(v) for v in train_levels).most_common(1)[0][0] if train_levels else None
 
-    def summary(errors: list[float]) -> dict[str, float]:
-        return {
-            "mae_level": sum(errors) / len(errors),
-            "acc_within_0.5": 100.0 * sum(e <= WITHIN for e in errors) / len(errors),
-            "n": len(errors),
-        }
+    def summary(pairs: list[tuple[float, float]]) -> dict[str, Any]:
+        out: dict[str, Any] = _scores([want for want, _ in pairs], [got for _, got in pairs])
+        out["n"] = len(pairs)
+        wants = [want for want, _ in pairs]
+        if classes:
+            within = [100.0 * sum(abs(c - w) <= WITHIN for c in classes) / len(classes) for w in wants]
+            out["chance"] = {
+                "exact_acc": 100.0 / len(classes),
+                "acc_within_0.5": sum(within) / len(within),
+                "mae_level": sum(sum(abs(c - w) for c in classes) / len(classes) for w in wants) / len(wants),
+            }
+        if majority is not None:
+            out["majority"] = {**_scores(wants, [float(majority)] * len(wants)), "level": float(majority)}
+        return out
 
-    everything = [e for v in groups.values() for e in v]
+    everything = [pair for pairs in groups.values() for pair in pairs]
     return {**summary(everything), "per_level": {k: summary(v) for k, v in sorted(groups.items(), key=_by_level)}}
+
+
+def _scores(requested: Sequence[float], estimated: Sequence[float]) -> dict[str, float]:
+    errors = [abs(g - w) for w, g in zip(requested, estimated, strict=True)]
+    return {
+        "mae_level": sum(errors) / len(errors),
+        "acc_within_0.5": 100.0 * sum(e <= WITHIN for e in errors) / len(errors),
+        "exact_acc": 100.0
+        * sum(level_name(w) == level_name(g) for w, g in zip(requested, estimated, strict=True))
+        / len(errors),
+    }
 
 
 def _by_level(item: tuple[str, Any]) -> float:

@@ -21,7 +21,7 @@ from text2earth.core.config import to_plain
 from text2earth.core.resolution import describe, gsd_to_level
 from text2earth.eval import report as reporting
 from text2earth.eval.datasets import RealImage, read_rsicd, read_shard_tiles
-from text2earth.eval.generation import EvalPrompt, GeneratedImage, generate_images, prompts_for
+from text2earth.eval.generation import EvalPrompt, GeneratedImage, LazyImages, generate_images, prompts_for
 from text2earth.io.images import labelled_grid, save_png
 
 METRICS = ("fid", "clip", "zsoa", "resolution")
@@ -68,7 +68,7 @@ def evaluate_fid(ctx: dict[str, Any], cfg: DictConfig) -> dict[str, Any]:
     real_features, was_cached = cached_features(
         extractor, [r.image for r in ctx["real"]], cfg.fid.cache_dir, cfg.fid.batch_size, device=ctx["device"]
     )
-    fake = [g.load() for g in ctx["main"]]
+    fake = LazyImages(ctx["main"])
     fake_features = extract_features(extractor, fake, cfg.fid.batch_size, "generated features", ctx["device"])
     result = fid_kid(real_features, fake_features, cfg.fid.kid_subsets, cfg.fid.kid_subset_size, cfg.seed)
     return {**result, "feature_extractor": extractor.name, "real_features_cached": was_cached}
@@ -77,7 +77,10 @@ def evaluate_fid(ctx: dict[str, Any], cfg: DictConfig) -> dict[str, Any]:
 def evaluate_clip(ctx: dict[str, Any], cfg: DictConfig) -> dict[str, Any]:
     from text2earth.eval.clip_score import clip_score
 
-    return clip_score([g.load() for g in ctx["main"]], [g.caption for g in ctx["main"]], cfg.clip.model)
+    main = ctx["main"]
+    return clip_score(
+        LazyImages(main), [g.caption for g in main], cfg.clip.model, cfg.clip.batch_size, device=ctx["device"]
+    )
 
 
 def evaluate_zsoa(ctx: dict[str, Any], cfg: DictConfig) -> dict[str, Any]:
@@ -89,7 +92,7 @@ def evaluate_zsoa(ctx: dict[str, Any], cfg: DictConfig) -> dict[str, Any]:
     generated = [g for g in ctx["main"] if g.label]
     z = cfg.zsoa
     return zero_shot_oa(
-        [g.load() for g in generated],
+        LazyImages(generated),
         [g.label for g in generated],
         [r.image for r in labelled],
         [r.label for r in labelled],
@@ -99,6 +102,7 @@ def evaluate_zsoa(ctx: dict[str, Any], cfg: DictConfig) -> dict[str, Any]:
         batch_size=z.batch_size,
         seed=cfg.seed,
         pretrained=z.pretrained,
+        device=ctx["device"],
     )
 
 
@@ -106,27 +110,44 @@ def evaluate_resolution(ctx: dict[str, Any], cfg: DictConfig) -> dict[str, Any]:
     from text2earth.eval.resolution_fidelity import (
         estimate_levels,
         estimator_for_autoencoder,
+        in_level_range,
         level_errors,
         reconstruct,
     )
 
     r, e = cfg.resolution, cfg.resolution.estimator
-    vae = ctx["pipe"].vae
-    estimator, n_train = estimator_for_autoencoder(
-        vae, r.train_shards, r.train_every, e.image_size, e.epochs, e.lr, e.batch_size, cfg.seed
-    )
-    held_out = read_shard_tiles(r.test_shards, every=r.test_every)
-    test_rec = reconstruct(vae, [t.image for t in held_out])
+    pipe = ctx["pipe"]
+    vae = pipe.vae
     generated: list[GeneratedImage] = ctx["resolution"]
+    # The estimator sees what the model makes: its image size, and only the levels it is asked for.
+    image_size = e.image_size or pipe.unet.config.sample_size * pipe.vae_scale_factor
+    level_range = (min(g.level for g in generated), max(g.level for g in generated))
+    estimator, train_levels = estimator_for_autoencoder(
+        vae,
+        r.train_shards,
+        r.train_every,
+        image_size,
+        e.epochs,
+        e.lr,
+        e.batch_size,
+        cfg.seed,
+        level_range=level_range,
+        device=ctx["device"],
+    )
+    held_out = in_level_range(read_shard_tiles(r.test_shards, every=r.test_every), level_range)
+    test_rec = reconstruct(vae, [t.image for t in held_out])
     gen_images = [g.load() for g in generated]
     gen_estimates = estimate_levels(estimator, gen_images)
     rec_estimates = estimate_levels(estimator, test_rec)
+    classes = [float(c) for c in estimator.classes]
     result = {
-        "real_reconstructions": level_errors([t.level for t in held_out], rec_estimates),
-        "generated": level_errors([g.level for g in generated], gen_estimates),
+        "real_reconstructions": level_errors([t.level for t in held_out], rec_estimates, classes, train_levels),
+        "generated": level_errors([g.level for g in generated], gen_estimates, classes, train_levels),
         "estimator": {
             "classes": estimator.classes,
-            "trained_on": f"{n_train} real tiles of {r.train_shards} through the model's autoencoder",
+            "image_size": image_size,
+            "level_range": list(level_range),
+            "trained_on": f"{len(train_levels)} real tiles of {r.train_shards} through the model's autoencoder",
             "tested_on": f"{len(held_out)} held-out tiles of {r.test_shards} through the same autoencoder",
             "init": estimator.init,
             "train_loss_per_epoch": estimator.train_losses,

@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import PIL.Image
+import torch
 
 from text2earth.eval.classifier import train_classifier
 
@@ -28,8 +29,12 @@ def zero_shot_oa(
     batch_size: int = 64,
     seed: int = 0,
     pretrained: str | Path | None = None,
+    device: str | torch.device = "cpu",
 ) -> dict[str, Any]:
     """Train on ``generated`` with their labels, report accuracy on ``real``; settings and seed included.
+
+    ``generated`` may be a lazy sequence (:class:`~text2earth.eval.generation.LazyImages`): images are read
+    one batch at a time, so memory stays flat however many there are. The classifier runs on ``device``.
 
     Real images whose class never appears among the generated labels count as errors (the classifier
     cannot name them), as in the published protocol where both sides cover the same classes.
@@ -46,6 +51,7 @@ def zero_shot_oa(
         seed=seed,
         pretrained=pretrained,
         desc="zero-shot OA",
+        device=device,
     )
     predicted = classifier.predict(real)
     correct = [p == t for p, t in zip(predicted, real_labels, strict=True)]

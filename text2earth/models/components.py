@@ -11,7 +11,9 @@ Nothing here touches the network: a hub id without a local copy fails at once wi
 
 from __future__ import annotations
 
+import copy
 import json
+import shutil
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -28,6 +30,9 @@ from text2earth.models.presets import SCHEDULER, get_preset
 from text2earth.models.tokenizer import load_clip_tokenizer
 
 SUBFOLDERS = ("unet", "vae", "text_encoder", "tokenizer", "scheduler")
+# The sampler every exported folder carries as pipeline.py: plain diffusers loads it with
+# DiffusionPipeline.from_pretrained(folder, custom_pipeline=str(folder / "pipeline.py"), trust_remote_code=True).
+STANDALONE_PIPELINE = Path(__file__).resolve().parent.parent / "assets" / "diffusers_pipeline.py"
 
 
 class ModelFolderError(UserError):
@@ -128,17 +133,23 @@ def build_from_preset(name: str, overrides: dict[str, Any] | None = None, seed: 
 
 
 def load_from_folder(
-    folder: str | Path, torch_dtype: torch.dtype | None = None, inpainting: bool | None = None
+    folder: str | Path,
+    torch_dtype: torch.dtype | None = None,
+    inpainting: bool | None = None,
+    variant: str | None = None,
 ) -> Components:
     """Components from a local folder in the published Text2Earth (diffusers) layout.
 
     ``inpainting`` True / False requires a 9- / 4-input-channel UNet (Text2Earth-inpainting / Text2Earth);
-    None accepts either.
+    None accepts either. ``variant`` (``fp16``, ``bf16``) reads the ``*.{variant}.safetensors`` weights.
     """
     path = check_model_folder(folder)
-    kwargs = {"local_files_only": True}
+    kwargs: dict[str, Any] = {"local_files_only": True}
     if torch_dtype is not None:
         kwargs["torch_dtype"] = torch_dtype
+    if variant is not None:
+        check_variant(path, variant)
+        kwargs["variant"] = variant
     unet = UNet2DConditionModel.from_pretrained(path, subfolder="unet", **kwargs)
     if unet.config.class_embed_type != "timestep":
         raise ModelFolderError(
@@ -226,11 +237,29 @@ def build_components(
     return components
 
 
-def save_folder(components: Components, folder: str | Path, class_name: str = "Text2EarthPipeline") -> Path:
+def check_variant(folder: Path, variant: str) -> None:
+    """A one-line error when ``folder`` has no ``*.{variant}.safetensors`` weights (before any loading)."""
+    if not any(folder.glob(f"*/*.{variant}.safetensors")):
+        found = sorted({p.name.split(".")[-2] for p in folder.glob("*/*.*.safetensors")})
+        raise ModelFolderError(
+            f"{folder} has no {variant!r} weights (*.{variant}.safetensors); variants there: {found or 'none'}"
+        )
+
+
+def save_folder(
+    components: Components,
+    folder: str | Path,
+    class_name: str = "Text2EarthPipeline",
+    dtype: torch.dtype | None = None,
+    variant: str | None = None,
+) -> Path:
     """Write ``components`` as a folder in the published diffusers layout (safetensors, ``model_index.json``).
 
     The same files ``DiffusionPipeline.save_pretrained`` writes, without needing a pipeline object, so the
-    training layer can export; ``class_name`` is the pipeline ``model_index.json`` names.
+    training layer can export; ``class_name`` is the pipeline ``model_index.json`` names. ``dtype`` casts
+    the weights and ``variant`` names their files (``unet/diffusion_pytorch_model.fp16.safetensors``).
+    Beside them goes ``pipeline.py``, a sampler that needs only diffusers (see
+    ``text2earth/assets/diffusers_pipeline.py``).
     """
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
@@ -246,7 +275,10 @@ def save_folder(components: Components, folder: str | Path, class_name: str = "T
         if name in ("tokenizer", "scheduler"):
             part.save_pretrained(folder / name)
         else:
-            part.save_pretrained(folder / name, safe_serialization=True)
+            if dtype is not None and part.dtype != dtype:
+                part = copy.deepcopy(part).to(dtype)  # a cast copy: the caller's weights keep their precision
+            part.save_pretrained(folder / name, safe_serialization=True, variant=variant)
+    shutil.copyfile(STANDALONE_PIPELINE, folder / "pipeline.py")
     (folder / "model_index.json").write_text(json.dumps(index, indent=2, sort_keys=True) + "\n")
     return folder
 

@@ -98,11 +98,19 @@ class Text2EarthInpaintPipeline(Text2EarthPipeline):
                 f"Text2EarthInpaintPipeline needs a 9-channel UNet, this one has {self.unet.config.in_channels}"
             )
         captions, levels = self._split_prompts(prompt, level, gsd_m)
-        pixels, mask = image_to_tensor(image), mask_to_tensor(mask_image)
-        check_image_and_mask(pixels, mask, self.vae_scale_factor)
+        n_images = len(captions) * max(int(num_images_per_prompt), 1)
+        # One image and mask for every prompt, or a list with one pair per output image (tiled canvases
+        # repaint many windows in one call).
+        images = image if isinstance(image, list) else [image]
+        masks = mask_image if isinstance(mask_image, list) else [mask_image]
+        if len(images) != len(masks) or len(images) not in (1, n_images):
+            raise ValueError(f"got {len(images)} images and {len(masks)} masks for {n_images} output images")
+        pixels = torch.cat([image_to_tensor(i) for i in images])
+        mask = torch.cat([mask_to_tensor(m) for m in masks])
+        for one_image, one_mask in zip(pixels, mask, strict=True):
+            check_image_and_mask(one_image, one_mask, self.vae_scale_factor)
         height, width = pixels.shape[-2:]
         device, dtype = self._execution_device, self.unet.dtype
-        n_images = len(captions) * max(int(num_images_per_prompt), 1)
         shape = (
             n_images,
             self.vae.config.latent_channels,
@@ -113,8 +121,8 @@ class Text2EarthInpaintPipeline(Text2EarthPipeline):
         if latents is None:
             latents = randn_tensor(shape, generator=generator, device=device, dtype=dtype)
         pixels, mask = pixels.to(device), mask.to(device)
-        # Like diffusers: the one masked image is encoded once (with the first generator of a list)
-        # and its latent repeated for every image.
+        # Like diffusers: one masked image is encoded once (with the first generator of a list) and its
+        # latent repeated for every image; a list of images is encoded one by one, each with its generator.
         mask_latent, masked_latents = mask_and_masked_latents(self.vae, pixels, mask, generator)
         mask_latent, masked_latents = (x.expand(n_images, -1, -1, -1) for x in (mask_latent, masked_latents))
         request = SamplingRequest(

@@ -27,6 +27,7 @@ from transformers import CLIPTextModel, CLIPTokenizer
 from text2earth.core.resolution import UNKNOWN_LEVEL, parse_prompt, resolve_levels
 from text2earth.models.components import Components, load_from_folder
 from text2earth.models.inpainting import is_inpainting_unet
+from text2earth.pipelines.fast import FastSampling, device_timesteps, enable_fast_sampling
 from text2earth.pipelines.guidance import make_guider
 from text2earth.pipelines.sampling import (
     Predictor,
@@ -70,6 +71,25 @@ class SamplingRequest:
     output_type: str = "pil"
 
 
+def decode_latents(
+    vae: AutoencoderKL, latents: torch.Tensor, generator: torch.Generator | list[torch.Generator] | None = None
+) -> torch.Tensor:
+    """Unscaled latents -> [-1, 1] pixels, fp16-safe: SD2's VAE decoder overflows fp16 (its mid-block
+    activations pass 65504), so an fp16 decode that comes out non-finite is redone in fp32."""
+    # The VAE may hold another dtype than the UNet (a bf16-mixed training module keeps the frozen
+    # VAE in bf16 and the UNet in fp32): the latents go in as the VAE's dtype.
+    scaled = latents / vae.config.scaling_factor
+    decoded = vae.decode(scaled.to(vae.dtype), return_dict=False, generator=generator)[0]
+    if vae.dtype == torch.float16 and not torch.isfinite(decoded).all():
+        with torch.autocast(device_type=latents.device.type, enabled=False):
+            vae.to(torch.float32)
+            try:
+                decoded = vae.decode(scaled.float(), return_dict=False, generator=generator)[0]
+            finally:
+                vae.to(torch.float16)
+    return decoded
+
+
 def _is_sequence(value: Any) -> bool:
     return isinstance(value, Sequence) and not isinstance(value, (str, bytes))
 
@@ -95,6 +115,7 @@ class Text2EarthPipeline(DiffusionPipeline):
         self.register_to_config(level_scale=float(level_scale))
         self.vae_scale_factor = 2 ** (len(self.vae.config.block_out_channels) - 1)
         self.image_processor = VaeImageProcessor(vae_scale_factor=self.vae_scale_factor)
+        self.fast: FastSampling | None = None  # set by enable_fast_sampling
 
     # ----------------------------------------------------------------------------------------- loading
     @classmethod
@@ -114,15 +135,37 @@ class Text2EarthPipeline(DiffusionPipeline):
 
     @classmethod
     def from_pretrained(
-        cls, folder: str | Path, scheduler: str | None = None, torch_dtype: torch.dtype | None = None
+        cls,
+        folder: str | Path,
+        scheduler: str | None = None,
+        torch_dtype: torch.dtype | None = None,
+        variant: str | None = None,
     ) -> Text2EarthPipeline:
         """Load a local folder in the published layout (never the network).
 
-        Uses the folder's own scheduler unless ``scheduler`` names one of ``SCHEDULERS``. A missing
-        folder or a hub id raises :class:`~text2earth.models.components.ModelFolderError`.
+        Uses the folder's own scheduler unless ``scheduler`` names one of ``SCHEDULERS``; ``variant``
+        (``fp16``, ``bf16``) reads the half-precision weight files ``text2earth export --dtype`` writes.
+        A missing folder or a hub id raises :class:`~text2earth.models.components.ModelFolderError`.
         """
-        components = load_from_folder(folder, torch_dtype=torch_dtype, inpainting=cls.inpainting)
+        components = load_from_folder(folder, torch_dtype=torch_dtype, inpainting=cls.inpainting, variant=variant)
         return cls.from_components(components, scheduler=scheduler)
+
+    def enable_fast_sampling(
+        self,
+        compile: bool = True,
+        cuda_graphs: bool = True,
+        channels_last: bool = True,
+        fuse_qkv: bool = True,
+        backend: str = "inductor",
+    ) -> FastSampling:
+        """Compiled UNet and VAE decoder (static shapes), CUDA graphs where the device has them, fused QKV,
+        channels-last, scheduler tables on the host. Call after ``.to(device)``; returns what was applied
+        (also ``self.fast``, whose :meth:`~FastSampling.summary` reports warm-up and compilations)."""
+        self.fast = enable_fast_sampling(self.unet, self.vae, compile, cuda_graphs, channels_last, fuse_qkv, backend)
+        return self.fast
+
+    def _tracked(self, new_call: bool) -> contextlib.AbstractContextManager:
+        return self.fast.track(new_call) if self.fast is not None else contextlib.nullcontext()
 
     # ----------------------------------------------------------------------------------------- inputs
     def _split_prompts(
@@ -277,7 +320,10 @@ class Text2EarthPipeline(DiffusionPipeline):
             device=device,
             dtype=dtype,
         )
-        self.scheduler.set_timesteps(request.num_inference_steps, device=device)
+        # Fast sampling keeps the scheduler's tables on the host: no device sync inside the step loop.
+        self.scheduler.set_timesteps(request.num_inference_steps, device="cpu" if self.fast is not None else device)
+        if self.fast is not None:
+            predict = device_timesteps(predict, self.scheduler.timesteps, device)
         shape = (
             len(request.captions) * request.num_images_per_prompt,
             self.vae.config.latent_channels,
@@ -287,17 +333,18 @@ class Text2EarthPipeline(DiffusionPipeline):
         latents = prepare_latents(
             self.scheduler, shape, generator=request.generator, device=device, dtype=dtype, latents=request.latents
         )
-        return denoise(
-            self.scheduler,
-            latents,
-            timesteps=self.scheduler.timesteps,
-            guider=guider,
-            predict=predict,
-            conditions=conditions,
-            extra_step_kwargs=step_kwargs(self.scheduler, request.generator),
-            progress_bar=self.progress_bar,
-            callback=callback,
-        )
+        with self._tracked(new_call=True):
+            return denoise(
+                self.scheduler,
+                latents,
+                timesteps=self.scheduler.timesteps,
+                guider=guider,
+                predict=predict,
+                conditions=conditions,
+                extra_step_kwargs=step_kwargs(self.scheduler, request.generator),
+                progress_bar=self.progress_bar,
+                callback=callback,
+            )
 
     def latents_to_output(
         self,
@@ -310,10 +357,8 @@ class Text2EarthPipeline(DiffusionPipeline):
         if request.output_type == "latent":
             images = latents
         else:
-            # The VAE may hold another dtype than the UNet (a bf16-mixed training module keeps the frozen
-            # VAE in bf16 and the UNet in fp32): the latents go in as the VAE's dtype.
-            scaled = (latents / self.vae.config.scaling_factor).to(self.vae.dtype)
-            decoded = self.vae.decode(scaled, return_dict=False, generator=request.generator)[0]
+            with self._tracked(new_call=False):
+                decoded = decode_latents(self.vae, latents, request.generator)
             if finish is not None:
                 decoded = finish(decoded)
             images = self.image_processor.postprocess(decoded, output_type=request.output_type)

@@ -8,6 +8,7 @@ from typing import Any
 
 import torch
 
+from text2earth.core.errors import UserError
 from text2earth.io.files import write_atomic
 from text2earth.training.ema import ema_weights_from_checkpoint
 
@@ -41,15 +42,31 @@ def module_from_checkpoint(checkpoint: dict[str, Any], use_ema: bool = True):
     return module.eval()
 
 
-def export_checkpoint(checkpoint_path: str | Path, out_dir: str | Path, use_ema: bool = True) -> Path:
-    """Write ``out_dir`` (safetensors, model_index.json) atomically: a temporary folder, then a rename."""
-    return export_state(load_checkpoint(checkpoint_path), out_dir, use_ema=use_ema, source=str(checkpoint_path))
+# --dtype of `text2earth export`: the weights' dtype and the diffusers variant their files are named by.
+EXPORT_DTYPES = {"fp32": (None, None), "fp16": (torch.float16, "fp16"), "bf16": (torch.bfloat16, "bf16")}
 
 
-def export_state(checkpoint: dict[str, Any], out_dir: str | Path, use_ema: bool = True, source: str = "") -> Path:
+def export_checkpoint(
+    checkpoint_path: str | Path, out_dir: str | Path, use_ema: bool = True, dtype: str = "fp32"
+) -> Path:
+    """Write ``out_dir`` (safetensors, model_index.json) atomically: a temporary folder, then a rename.
+
+    ``dtype`` ``fp16``/``bf16`` writes ``*.fp16.safetensors``/``*.bf16.safetensors``: load them with
+    ``from_pretrained(folder, torch_dtype=..., variant="fp16")``.
+    """
+    if dtype not in EXPORT_DTYPES:
+        raise UserError(f"--dtype must be one of {', '.join(EXPORT_DTYPES)}, got {dtype!r}")
+    checkpoint = load_checkpoint(checkpoint_path)
+    return export_state(checkpoint, out_dir, use_ema=use_ema, dtype=dtype, source=str(checkpoint_path))
+
+
+def export_state(
+    checkpoint: dict[str, Any], out_dir: str | Path, use_ema: bool = True, dtype: str = "fp32", source: str = ""
+) -> Path:
     """``export_checkpoint`` for a checkpoint held in memory (e.g. gathered from sharded ranks)."""
+    torch_dtype, variant = EXPORT_DTYPES[dtype]
     module = module_from_checkpoint(checkpoint, use_ema=use_ema)
-    out_dir = module.float().export(out_dir)
-    info = {"checkpoint": source, "global_step": checkpoint.get("global_step"), "ema": use_ema}
+    out_dir = module.float().export(out_dir, dtype=torch_dtype, variant=variant)
+    info = {"checkpoint": source, "global_step": checkpoint.get("global_step"), "ema": use_ema, "dtype": dtype}
     write_atomic(out_dir / "export.json", json.dumps(info, indent=2).encode())
     return out_dir

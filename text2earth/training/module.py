@@ -280,13 +280,16 @@ class LatentDiffusionModule(L.LightningModule):
         return configure_optimization(self, params, self.hparams.optimizer, self.hparams.lr_scheduler)
 
     # -- export -----------------------------------------------------------------------------------
-    def export(self, folder: str | Path) -> Path:
-        """Write a diffusers folder in the published layout (safetensors) that pipelines load."""
+    def export(self, folder: str | Path, dtype: torch.dtype | None = None, variant: str | None = None) -> Path:
+        """Write a diffusers folder in the published layout (safetensors) that pipelines load.
+
+        ``dtype``/``variant`` write half-precision weights under diffusers' variant names (``*.fp16.safetensors``).
+        """
         self.float()  # folders hold fp32 weights, whatever precision training ran in (end of training)
         self.restore_frozen_weights()  # the frozen parts' exact source weights, not bf16-rounded copies
         if self.hparams.lora or self.controlnet is not None:  # an adapter / translator folder, not a model
             return export_variant(self, folder)
         class_name = "Text2EarthInpaintPipeline" if self.is_inpainting else "Text2EarthPipeline"
         with atomic_directory(folder) as tmp:
-            save_folder(self.components, tmp, class_name)
+            save_folder(self.components, tmp, class_name, dtype=dtype, variant=variant)
         return Path(folder)
