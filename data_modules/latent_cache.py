@@ -43,6 +43,7 @@ from text2earth.core.errors import UserError
 from text2earth.io.files import write_atomic
 from text2earth.io.images import ImageReadError, decode_rgb
 from text2earth.io.shards import expand_shards, read_shard_samples
+from text2earth.models.components import reading_weights
 from text2earth.models.conditioning import encode_text
 
 MANIFEST = "latent_cache.json"
@@ -55,7 +56,8 @@ def load_vae(folder: str | Path) -> AutoencoderKL:
         path = path / "vae"
     if not (path / "config.json").exists():
         raise FileNotFoundError(f"no AutoencoderKL (config.json) in {str(folder)!r} or its vae/ subfolder")
-    return AutoencoderKL.from_pretrained(path, local_files_only=True).eval()
+    with reading_weights(folder):
+        return AutoencoderKL.from_pretrained(path, local_files_only=True).eval()
 
 
 def load_text_encoder(folder: str | Path) -> tuple[Any, Any] | None:

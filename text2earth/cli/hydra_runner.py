@@ -22,6 +22,7 @@ from text2earth.core.config import compose_config, without_hydra
 from text2earth.core.errors import USER_ERRORS, UserError
 from text2earth.core.paths import conf_dir
 from text2earth.io.files import write_atomic
+from text2earth.io.outputs import check_writable_folder
 
 T = TypeVar("T")
 
@@ -100,10 +101,21 @@ def is_launching_rank(cfg: DictConfig) -> bool:
     return int(os.environ.get("RANK") or os.environ.get("SLURM_PROCID") or 0) == 0
 
 
-def run_config(config_name: str, overrides: Sequence[str] | None, app: Callable[[DictConfig], T]) -> T:
-    """Compose ``config_name`` with ``overrides`` (``None``: none) and run ``app(cfg)`` in the resolved run folder."""
+def run_config(
+    config_name: str,
+    overrides: Sequence[str] | None,
+    app: Callable[[DictConfig], T],
+    check: Callable[[DictConfig], None] | None = None,
+) -> T:
+    """Compose ``config_name`` with ``overrides`` (``None``: none) and run ``app(cfg)`` in the resolved run folder.
+
+    ``check(cfg)`` runs first, before the run folder is made: a mistake it finds leaves nothing behind.
+    """
     cfg = compose_or_explain(config_name, list(overrides or []))
     try:
+        check_writable_folder(cfg.hydra.runtime.output_dir, flag="hydra.run.dir")
+        if check is not None:
+            check(cfg)
         Path(cfg.hydra.runtime.output_dir).mkdir(parents=True, exist_ok=True)
         if is_launching_rank(cfg):
             save_run_config(cfg)
