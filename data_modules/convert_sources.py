@@ -169,9 +169,15 @@ def _arrow_batches(path: str) -> Iterator[pa.RecordBatch]:
 
 
 def _table_rows(path: str) -> int:
-    if path.endswith(".parquet"):
-        return pq.ParquetFile(path).metadata.num_rows
-    return sum(batch.num_rows for batch in _arrow_batches(path))  # memory-mapped: no copy
+    try:
+        if path.endswith(".parquet"):
+            return pq.ParquetFile(path).metadata.num_rows
+        return sum(batch.num_rows for batch in _arrow_batches(path))  # memory-mapped: no copy
+    except (pa.ArrowException, OSError) as exc:  # pyarrow's own words name its internals, not the problem
+        kind = "Parquet" if path.endswith(".parquet") else "Arrow"
+        raise UserError(
+            f"cannot read {path} as a {kind} file: it is damaged or not one ({type(exc).__name__})"
+        ) from None
 
 
 def _read_rows(path: str, start: int, stop: int) -> list[dict[str, Any]]:

@@ -13,6 +13,9 @@ import numpy as np
 import PIL.Image
 
 
+COMMANDS = ("generate", "translate", "train", "evaluate", "export", "info", "data", "edit", "outpaint", "enhance")
+
+
 @dataclass(frozen=True)
 class Case:
     name: str
@@ -22,7 +25,9 @@ class Case:
 
     @property
     def command(self) -> str:
-        return self.argv[0] if self.argv[0] != "data" else f"data {self.argv[1]}"
+        if not self.argv or self.argv[0] not in COMMANDS:
+            return "(no or unknown command)"
+        return self.argv[0] if self.argv[0] != "data" or len(self.argv) < 2 else f"data {self.argv[1]}"
 
 
 def err(name: str, argv: str | list[str], match: str) -> Case:
@@ -73,10 +78,10 @@ def printed(ws: dict[str, str], case: Path) -> None:
     """A command that only prints (checked by its exit code 0 and its stdout in the runner)."""
 
 
-def stats_counted(samples: int) -> Callable[[dict[str, str], Path], None]:
+def stats_counted(samples: int, skipped: int = 0) -> Callable[[dict[str, str], Path], None]:
     def check(ws: dict[str, str], case: Path) -> None:
-        summary = json.loads((case / "out" / "summary.json").read_text())
-        assert summary["samples"] == samples, summary["samples"]
+        summary = json.loads((case / "out" / "stats.json").read_text())
+        assert (summary["samples"], summary["skipped"]) == (samples, skipped), summary
 
     return check
 
@@ -93,10 +98,16 @@ def cached(samples: int, skipped: int) -> Callable[[dict[str, str], Path], None]
     def check(ws: dict[str, str], case: Path) -> None:
         tars = _files(case / "out", "*.tar")
         assert tars, "no latent shards written"
-        report = json.loads((case / "out" / "cache.json").read_text())
+        report = json.loads((case / "out" / "latent_cache.json").read_text())
         assert (report["samples"], report["skipped"]) == (samples, skipped), report
 
     return check
+
+
+def cached_damaged(ws: dict[str, str], case: Path) -> None:
+    """The whole shards cached, the truncated one up to its damage, and the damage counted."""
+    report = json.loads((case / "out" / "latent_cache.json").read_text())
+    assert report["damaged_shards"] == 1 and 12 <= report["samples"] < 20, report
 
 
 def enhanced(ws: dict[str, str], case: Path) -> None:
@@ -181,12 +192,8 @@ CASES: list[Case] = [
         "edit {root}/nope.png {mask} x --model {inpaint} --out {out_png}",
         "does not exist",
     ),
-    err(
-        "edit/mask-missing", "edit {rgb} {root}/nope.png x --model {inpaint} --out {out_png}", "does not exist"
-    ),
-    err(
-        "edit/image-garbage", "edit {garbage_png} {mask} x --model {inpaint} --out {out_png}", "cannot decode"
-    ),
+    err("edit/mask-missing", "edit {rgb} {root}/nope.png x --model {inpaint} --out {out_png}", "does not exist"),
+    err("edit/image-garbage", "edit {garbage_png} {mask} x --model {inpaint} --out {out_png}", "cannot decode"),
     err("edit/image-empty", "edit {empty_png} {mask} x --model {inpaint} --out {out_png}", "cannot decode"),
     err(
         "edit/image-truncated",
@@ -214,7 +221,11 @@ CASES: list[Case] = [
     ok(
         "outpaint/joint", f"{OUTPAINT} --mode joint --out {{out_png}}".replace("{inpaint}", "{model}"), canvas((64, 32))
     ),
-    err("outpaint/tile-zero", f"{OUTPAINT} --out {{out_png}}".replace("--tile 32", "--tile 0"), "--tile must be at least 1"),
+    err(
+        "outpaint/tile-zero",
+        f"{OUTPAINT} --out {{out_png}}".replace("--tile 32", "--tile 0"),
+        "--tile must be at least 1",
+    ),
     err("outpaint/overlap-too-big", f"{OUTPAINT} --out {{out_png}}".replace("--overlap 8", "--overlap 32"), "overlap"),
     err("outpaint/overlap-negative", f"{OUTPAINT} --out {{out_png}}".replace("--overlap 8", "--overlap -4"), "overlap"),
     err("outpaint/width-zero", f"{OUTPAINT} --out {{out_png}}".replace("--width 64", "--width 0"), "width"),
@@ -258,7 +269,11 @@ CASES: list[Case] = [
     ),
     err("translate/input-rgb-for-pan", f"{TRANSLATE} --out {{out_png}}".replace("{gray}", "{rgb}"), "single-band"),
     err("translate/input-odd-size", f"{TRANSLATE} --out {{out_png}}".replace("{gray}", "{gray_odd}"), "multiple of"),
-    err("translate/translator-missing", f"{TRANSLATE} --translator {{root}}/nope --out {{out_png}}", "not a translator folder"),
+    err(
+        "translate/translator-missing",
+        f"{TRANSLATE} --translator {{root}}/nope --out {{out_png}}",
+        "not a translator folder",
+    ),
     err(
         "translate/translator-other-task",
         f"{TRANSLATE} --translator {{translator}}/../nir2rgb --out {{out_png}}",
@@ -296,10 +311,10 @@ CASES: list[Case] = [
     err("train/experiment-unknown", f"{TRAIN} experiment=nope", "no experiment config named 'nope'"),
     err("train/key-typo", f"{TRAIN} trainer.max_step=5", "did you mean trainer.max_steps"),
     err("train/group-typo", f"{TRAIN} trainer=cpux", "did you mean trainer=cpu"),
-    err("train/bad-value", f"{TRAIN} trainer.max_steps=many", "max_steps"),
-    err("train/bad-syntax", f"{TRAIN} trainer.max_steps=[1", "trainer.max_steps"),
+    err("train/bad-value", f"{TRAIN} trainer.max_steps=many", "wrong type"),
+    err("train/bad-syntax", f"{TRAIN} trainer.max_steps=[1", "[1"),
     err("train/demo-without-vae", f"{TRAIN} experiment=demo paths.root_dir={{root}}", "make demo-train"),
-    err("train/ckpt-missing", f"{TRAIN} ckpt_path={{root}}/nope.ckpt", "no checkpoint"),
+    err("train/ckpt-missing", f"{TRAIN} ckpt_path={{root}}/nope.ckpt", "does not exist"),
     err("train/ckpt-truncated", f"{TRAIN} ckpt_path={{ckpt_truncated}}", "truncated"),
     err("train/ckpt-text", f"{TRAIN} ckpt_path={{ckpt_text}}", "not a checkpoint"),
     err("train/ckpt-last-none", f"{TRAIN} ckpt_path=last", "nothing to resume"),
@@ -319,7 +334,8 @@ CASES: list[Case] = [
     err("evaluate/model-missing", "evaluate model_dir={root}/nope hydra.run.dir={out} metrics=[fid]", "does not exist"),
     err(
         "evaluate/model-truncated",
-        "evaluate model_dir={model_truncated} hydra.run.dir={out} metrics=[resolution]",
+        "evaluate model_dir={model_truncated} hydra.run.dir={out} metrics=[resolution] "
+        "eval_data.real_shards={shards}/train-*.tar",
         "cannot be read",
     ),
     err("evaluate/metric-unknown", "evaluate metrics=[fidd] hydra.run.dir={out}", "fidd"),
@@ -350,7 +366,7 @@ CASES: list[Case] = [
     err(
         "convert/captions-bad-jsonl",
         "data convert folder {folder_src} --captions {captions_jsonl_bad} --out {out}",
-        "line 2",
+        ":2: not JSON",
     ),
     err(
         "convert/captions-escape",
@@ -359,7 +375,7 @@ CASES: list[Case] = [
     ),
     err("convert/rsicd-no-images", "data convert rsicd {rsicd_bad} --out {out}", "--images"),
     err("convert/rsicd-bad-json", "data convert rsicd {rsicd_bad} --images {folder_src} --out {out}", "rsicd"),
-    err("convert/git10m-missing", "data convert git10m {root}/nope.parquet --out {out}", "does not exist"),
+    err("convert/git10m-missing", "data convert git10m {root}/nope.parquet --out {out}", "no Parquet"),
     err("convert/git10m-not-parquet", "data convert git10m {text_file} --out {out}", "cannot read"),
     err(
         "convert/shard-count-zero",
@@ -380,7 +396,7 @@ CASES: list[Case] = [
     # data stats
     ok("stats/ok", f"data stats {SHARDS} --out {{out}}", stats_counted(12)),
     ok("stats/folder", "data stats {shards} --out {out}", stats_counted(12)),
-    ok("stats/truncated-tar", "data stats {truncated_tar} --out {out}", stats_counted(0)),
+    ok("stats/truncated-tar", "data stats {truncated_tar} --out {out}", stats_counted(4, skipped=1)),
     err("stats/pipe-manifest", "data stats {evil_manifest} --out {out}", "shell command"),
     err("stats/pipe-list", "data stats {evil_list} --out {out}", "shell command"),
     err("stats/pipe-nested-list", "data stats {evil_list_list} --out {out}", "shell command"),
@@ -391,6 +407,11 @@ CASES: list[Case] = [
     err("stats/out-read-only", f"data stats {SHARDS} --out {{read_only}}", "cannot write"),
     # data cache-latents
     ok("cache/ok", f"data cache-latents {SHARDS} --model {{model}} --batch-size 4 --out {{out}}", cached(12, 0)),
+    ok(
+        "cache/truncated-tar",
+        "data cache-latents {mixed_list} --model {model} --batch-size 4 --out {out}",
+        cached_damaged,
+    ),
     err("cache/model-missing", f"data cache-latents {SHARDS} --model {{root}}/nope --out {{out}}", "does not exist"),
     err(
         "cache/model-truncated",
@@ -417,7 +438,7 @@ CASES: list[Case] = [
     err("embedded/val-fraction", "data build-embedded --val-fraction 2 --out {out}", "--val-fraction"),
     err("embedded/out-is-file", "data build-embedded --out {text_file}", "is a file"),
     err("embedded/out-read-only", "data build-embedded --out {read_only}", "cannot write"),
-    err("pairs/embedded-missing", "data build-pairs --embedded {root}/nope --out {out}", "does not exist"),
+    err("pairs/embedded-missing", "data build-pairs --embedded {root}/nope --out {out}", "no shards match"),
     err("pairs/set-unknown", "data build-pairs --embedded {shards} --sets nope --out {out}", "nope"),
     err("pairs/out-is-file", "data build-pairs --embedded {shards} --out {text_file}", "is a file"),
     err("pairs/out-read-only", "data build-pairs --embedded {shards} --out {read_only}", "cannot write"),
@@ -434,7 +455,7 @@ CASES: list[Case] = [
     err(
         "enhance/checkpoint-missing",
         f"{ENHANCE} {ENH_IN} --output-dir {{out}}".replace("{rrdb}", "{root}/nope.pth"),
-        "does not exist",
+        "checkpoint not found",
     ),
     err(
         "enhance/checkpoint-garbage",

@@ -53,6 +53,11 @@ def _damaged_copies(model: Path, root: Path) -> dict[str, Path]:
         shutil.copytree(model, folder)
         damage(folder / unet)
         out[f"model_{name}"] = folder
+    folder = root / "model_badvae"
+    shutil.copytree(model, folder)
+    vae = folder / "vae/diffusion_pytorch_model.safetensors"
+    vae.write_bytes(vae.read_bytes()[:1000])
+    out["model_badvae"] = folder
     folder = root / "model_badconfig"
     shutil.copytree(model, folder)
     (folder / "unet/config.json").write_text("{not json")
@@ -143,6 +148,8 @@ def build_workspace(root: str | Path) -> dict[str, str]:
     ws["truncated_tar"] = damaged / "truncated-000000.tar"
     ws["truncated_tar"].write_bytes(whole.read_bytes()[: whole.stat().st_size // 2])
     whole.unlink()
+    ws["mixed_list"] = damaged / "mixed.txt"
+    ws["mixed_list"].write_text(f"{shards}/train-000000.tar\n{shards}/train-000001.tar\n{ws['truncated_tar']}\n")
     ws["not_a_tar"] = damaged / "garbage-000000.tar"
     ws["not_a_tar"].write_bytes(b"\x00" * 10 + b"not a tar" * 100)
     evil = root / "evil"

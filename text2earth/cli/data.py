@@ -14,7 +14,9 @@ def _convert(args: argparse.Namespace) -> int:
     from data_modules.convert_sources import FolderSource, Git10mSource, RsicdSource
 
     check_writable_folder(args.out)
-    positive(shard_count=args.shard_count, workers=args.workers, shard_mb=args.shard_mb, rows_per_task=args.rows_per_task)
+    positive(
+        shard_count=args.shard_count, workers=args.workers, shard_mb=args.shard_mb, rows_per_task=args.rows_per_task
+    )
     name = {"name": args.source_name} if args.source_name else {}
     if args.kind == "git10m":
         source = Git10mSource(args.input, split=args.split, **name)
@@ -110,7 +112,7 @@ def _cache_latents(args: argparse.Namespace) -> int:
     )
     print(
         f"cached {counts['samples']} samples in {counts['shards']} shards to {args.out} "
-        f"(skipped {counts['skipped']}; {counts['kept']} shards already done)"
+        f"(skipped {counts['skipped']}, damaged shards {counts['damaged_shards']}; {counts['kept']} shards already done)"
     )
     return 0
 

@@ -34,7 +34,7 @@ def run(args: argparse.Namespace) -> int:
     device = str(pick_device(args.device))
     if args.half and not device.startswith("cuda"):
         raise ValueError("--half needs a CUDA device (float16 convolutions are not supported on the CPU)")
-    if args.batch_size < 1 or (args.tile is not None and args.tile < 8) or args.tile_overlap < 0:
+    if args.batch_size < 1 or (args.tile and args.tile < 8) or args.tile_overlap < 0:
         raise ValueError("--batch-size must be >= 1, --tile >= 8 (or 0 for whole images), --tile-overlap >= 0")
     if args.outscale is not None and args.outscale <= 0:
         raise ValueError("--outscale must be positive")

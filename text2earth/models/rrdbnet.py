@@ -164,15 +164,21 @@ def read_state_dict(path: str | Path) -> tuple[dict[str, torch.Tensor], dict[str
     if not path.is_file():
         raise FileNotFoundError(f"checkpoint not found: {path}")
     if path.suffix == ".safetensors":
-        from safetensors import safe_open
+        from safetensors import SafetensorError, safe_open
 
-        with safe_open(str(path), framework="pt") as f:
-            metadata = f.metadata() or {}
-        return load_file(str(path)), metadata
+        try:
+            with safe_open(str(path), framework="pt") as f:
+                metadata = f.metadata() or {}
+            return load_file(str(path)), metadata
+        except (SafetensorError, OSError) as exc:
+            raise ValueError(f"checkpoint {path} cannot be read (a damaged .safetensors file: {exc})") from None
     try:
         obj = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as err:  # unpickling errors come in many types; one message for all
-        raise ValueError(f"cannot read checkpoint {path}: {str(err).splitlines()[0]}") from None
+    except Exception:  # unpickling errors come in many types (and long texts about torch versions): one message
+        raise ValueError(
+            f"checkpoint {path} cannot be read: not a PyTorch (.pth) file, or damaged; RRDBNet weights are "
+            "BasicSR .pth or .safetensors"
+        ) from None
     return unwrap_state_dict(obj), {}
 
 
