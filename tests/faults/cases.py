@@ -12,7 +12,6 @@ from pathlib import Path
 import numpy as np
 import PIL.Image
 
-
 COMMANDS = ("generate", "translate", "train", "evaluate", "export", "info", "data", "edit", "outpaint", "enhance")
 
 
