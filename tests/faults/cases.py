@@ -413,8 +413,8 @@ CASES: list[Case] = [
     ),
     err("cache/model-missing", f"data cache-latents {SHARDS} --model {{root}}/nope --out {{out}}", "does not exist"),
     err(
-        "cache/model-truncated",
-        f"data cache-latents {SHARDS} --model {{model_truncated}} --out {{out}}",
+        "cache/vae-truncated",
+        f"data cache-latents {SHARDS} --model {{model_badvae}} --out {{out}}",
         "cannot be read",
     ),
     err("cache/nothing", "data cache-latents {root}/none/*.tar --model {model} --out {out}", "no shards match"),

@@ -4,9 +4,11 @@ chunks) plus a grid. Used by `text2earth generate` and the demo."""
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import torch
 
+from text2earth.core.errors import UserError, describe_os_error
 from text2earth.core.resolution import resolve_levels
 from text2earth.io.device import inference_dtype, pick_device
 from text2earth.io.images import make_grid, save_png, to_unit_float
@@ -38,7 +40,7 @@ def generate_to_folder(
     ``modality`` (nir, pan, sar) loads the model's LoRA for it, ``lora`` any adapter folder, at ``lora_scale``;
     single-band modalities are written as single-band PNGs.
     """
-    from text2earth.io.bands import SINGLE_BAND, check_modality, to_band
+    from text2earth.io.bands import check_modality
     from text2earth.models.lora import attach_lora
     from text2earth.pipelines.text2img import Text2EarthPipeline
 
@@ -69,7 +71,34 @@ def generate_to_folder(
         width=width,
     )
     out = Path(out_dir)
-    written, shown = [], []  # shown: what was written (single bands for nir / pan / sar), for the grid
+    written: list[Path] = []
+    try:
+        return _write_images(result, out, prompts, n, seed, model, steps, guidance, modality, lora, lora_scale, written)
+    except OSError as exc:  # a full disk, say: each file is whole or absent; say which are missing
+        total = n * len(prompts)
+        raise UserError(
+            f"{describe_os_error(exc)}; wrote {min(len(written), total)} of {total} images (and no grid) to {out}: "
+            "free space and run the same command again (the same seeds give the same images)"
+        ) from None
+
+
+def _write_images(
+    result: Any,
+    out: Path,
+    prompts: list[str],
+    n: int,
+    seed: int,
+    model: str,
+    steps: int,
+    guidance: float,
+    modality: str,
+    lora: str | None,
+    lora_scale: float,
+    written: list[Path],
+) -> list[Path]:
+    from text2earth.io.bands import SINGLE_BAND, to_band
+
+    shown = []  # what was written (single bands for nir / pan / sar), for the grid
     for i, (image, caption, lvl) in enumerate(zip(result.images, result.prompts, result.levels, strict=True)):
         text = image_text(
             caption,
