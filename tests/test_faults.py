@@ -200,3 +200,29 @@ def test_shipped_translator_and_paths_from_another_directory(ws, tmp_path, monke
     gen = ["generate", "fields", "--model", ws["model"], "--gsd", "10", "--steps", "1", "--n", "1"]
     assert main([*gen, "--height", "32", "--width", "32", "--out", "rel"]) == 0
     assert (tmp_path / "rel" / "grid.png").is_file()
+
+
+# -- memory and data ----------------------------------------------------------------------------------------
+def test_out_of_memory_while_sampling_is_one_line_with_the_need(ws, tmp_path, monkeypatch, capsys):
+    from text2earth.pipelines.text2img import Text2EarthPipeline
+
+    def no_memory(self, *args, **kwargs):  # what torch's CPU allocator raises for a batch that does not fit
+        raise RuntimeError(
+            "[enforce fail at alloc_cpu.cpp:117] DefaultCPUAllocator: can't allocate memory: "
+            "you tried to allocate 68719476736 bytes. Error code 12 (Cannot allocate memory)"
+        )
+
+    monkeypatch.setattr(Text2EarthPipeline, "__call__", no_memory)
+    argv = ["generate", "fields", "--model", ws["model"], "--gsd", "10", "--steps", "1", "--n", "4096"]
+    assert main([*argv, "--height", "32", "--width", "32", "--out", str(tmp_path / "gen")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "not enough memory to sample 4096 images of 32x32" in err[0] and "64.0 GiB" in err[0]
+    assert not (tmp_path / "gen").exists()
+
+
+def test_a_pattern_that_matches_nothing_never_builds_the_embedded_tiles(tmp_path):
+    from data_modules.embedded import ensure_embedded
+
+    embedded = tmp_path / "data" / "embedded"
+    ensure_embedded(embedded, [str(tmp_path / "typo" / "train-*.tar")], progress=False)
+    assert not embedded.exists()  # the typo is the reader's error to report, not a reason to build

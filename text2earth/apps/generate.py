@@ -3,6 +3,9 @@ chunks) plus a grid. Used by `text2earth generate` and the demo."""
 
 from __future__ import annotations
 
+import contextlib
+import re
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -57,19 +60,20 @@ def generate_to_folder(
     modality = attach_lora(pipe.unet, model, modality, lora, lora_scale)
     # One generator per image, seeded seed + i: any single image can be reproduced alone.
     generators = [torch.Generator(device="cpu").manual_seed(seed + i) for i in range(n * len(prompts))]
-    result = pipe(
-        prompts,
-        level=level,
-        gsd_m=gsd_m,
-        num_images_per_prompt=n,
-        num_inference_steps=steps,
-        guidance_scale=guidance,
-        level_guidance_scale=level_guidance,
-        negative_prompt=negative_prompt,
-        generator=generators,
-        height=height,
-        width=width,
-    )
+    with _memory_hint(n * len(prompts), height, width):
+        result = pipe(
+            prompts,
+            level=level,
+            gsd_m=gsd_m,
+            num_images_per_prompt=n,
+            num_inference_steps=steps,
+            guidance_scale=guidance,
+            level_guidance_scale=level_guidance,
+            negative_prompt=negative_prompt,
+            generator=generators,
+            height=height,
+            width=width,
+        )
     out = Path(out_dir)
     written: list[Path] = []
     try:
@@ -79,6 +83,23 @@ def generate_to_folder(
         raise UserError(
             f"{describe_os_error(exc)}; wrote {min(len(written), total)} of {total} images (and no grid) to {out}: "
             "free space and run the same command again (the same seeds give the same images)"
+        ) from None
+
+
+@contextlib.contextmanager
+def _memory_hint(images: int, height: int | None, width: int | None) -> Iterator[None]:
+    """Out of memory while sampling (all images are one batch): one line with what was asked and needed."""
+    try:
+        yield
+    except (torch.OutOfMemoryError, RuntimeError) as exc:
+        asked = re.search(r"allocate (\d+) bytes|Tried to allocate ([\d.]+ [KMG]iB)", str(exc))
+        if not isinstance(exc, torch.OutOfMemoryError) and asked is None:
+            raise
+        need = asked and (f"{int(asked[1]) / 2**30:.1f} GiB" if asked[1] else asked[2])
+        size = f"{height}x{width}" if height and width else "the model's size"
+        raise UserError(
+            f"not enough memory to sample {images} images of {size} at once (one allocation needed {need or 'more'}): "
+            "lower --n or the size, or run more commands with other --seed values"
         ) from None
 
 
