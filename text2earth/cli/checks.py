@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import NoReturn
 
 from text2earth.core.errors import UserError, describe_os_error
+from text2earth.io.device import pick_device
 from text2earth.io.outputs import check_output_file, check_writable_folder
 
 PNG = (".png",)
@@ -41,16 +42,19 @@ def positive(**values: int | float | None) -> None:
 
 
 def before_generate(args: argparse.Namespace) -> None:
+    pick_device(args.device)  # cheap; a missing GPU is reported before any model loads
     positive(n=args.n, steps=args.steps, height=args.height, width=args.width)
     check_writable_folder(args.out)
 
 
 def before_edit(args: argparse.Namespace) -> None:
+    pick_device(args.device)  # cheap; a missing GPU is reported before any model loads
     positive(steps=args.steps)
     check_output_file(args.out, PNG, what="the edited image (with its metadata)")
 
 
 def before_outpaint(args: argparse.Namespace) -> None:
+    pick_device(args.device)  # cheap; a missing GPU is reported before any model loads
     positive(steps=args.steps, width=args.width, height=args.height, tile=args.tile)
     if not 0 <= args.overlap < args.tile:
         raise UserError(f"--overlap must lie in 0..{args.tile - 1} (less than --tile {args.tile}), got {args.overlap}")
@@ -58,6 +62,7 @@ def before_outpaint(args: argparse.Namespace) -> None:
 
 
 def before_translate(args: argparse.Namespace) -> None:
+    pick_device(args.device)  # cheap; a missing GPU is reported before any model loads
     from text2earth.io.bands import TASKS, check_task
 
     check_task(args.task)
