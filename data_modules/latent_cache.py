@@ -222,7 +222,7 @@ def cache_latents(
     load_vae(vae_folder)  # a wrong folder fails here, in one line, not in every worker
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    for torn in out.glob(".*.tmp"):  # a run killed mid-write: never read, removed before resuming
+    for torn in out.glob("*.tmp"):  # a run killed mid-write: never read, removed before resuming
         torn.unlink(missing_ok=True)
     targets = [out / Path(url).name for url in urls]
     if len(set(targets)) != len(targets):
