@@ -52,7 +52,11 @@ def _stats(args: argparse.Namespace) -> int:
     if not args.cell > 0:
         raise UserError(f"--cell must be a positive number of degrees, got {args.cell}")
     summary = dataset_stats(args.shards, args.out, cell_degrees=args.cell)
-    print(f"{summary['samples']} samples ({summary['located']} with a location); wrote {', '.join(summary['files'])}")
+    damaged = f"; {summary['damaged_shards']} damaged shards read up to the damage" if summary["damaged_shards"] else ""
+    print(
+        f"{summary['samples']} samples ({summary['located']} with a location, {summary['skipped']} unreadable skipped"
+        f"{damaged}); wrote {', '.join(summary['files'])}"
+    )
     return 0
 
 
