@@ -226,3 +226,23 @@ def test_a_pattern_that_matches_nothing_never_builds_the_embedded_tiles(tmp_path
     embedded = tmp_path / "data" / "embedded"
     ensure_embedded(embedded, [str(tmp_path / "typo" / "train-*.tar")], progress=False)
     assert not embedded.exists()  # the typo is the reader's error to report, not a reason to build
+
+
+def test_resume_overrides_are_the_runs_own_then_the_new_ones(tmp_path):
+    from text2earth.cli.train import resume_overrides
+
+    (tmp_path / ".hydra").mkdir()
+    (tmp_path / ".hydra" / "overrides.yaml").write_text(
+        "- experiment=demo\n- trainer.max_steps=10\n- hydra.run.dir=/elsewhere\n- ckpt_path=last_or_none\n"
+    )
+    # what Lightning's relaunch of a DDP rank passes: the same command plus the run folder again
+    relaunch = [f"resume={tmp_path}", "trainer.max_steps=20", f"hydra.run.dir={tmp_path}", "hydra.output_subdir=null"]
+    assert resume_overrides(relaunch) == [
+        "experiment=demo",
+        "trainer.max_steps=10",
+        "trainer.max_steps=20",
+        "hydra.output_subdir=null",
+        f"hydra.run.dir={tmp_path}",
+        "ckpt_path=last",
+    ]
+    assert resume_overrides(["experiment=demo"]) == ["experiment=demo"]  # no resume=: unchanged

@@ -27,8 +27,11 @@ def resume_overrides(overrides: list[str]) -> list[str]:
         raise UserError(f"resume={run}: not a training run folder (no .hydra/overrides.yaml from `text2earth train`)")
     drop = ("hydra.run.dir=", "ckpt_path=", "resume=")
     previous = [str(o) for o in OmegaConf.load(saved) if not str(o).startswith(drop)]
-    now = [o for o in overrides if not o.startswith("resume=")]
-    return [*previous, *now, f"hydra.run.dir={run}", "ckpt_path=last"]
+    # hydra.run.dir is the run's own (Lightning's relaunch of DDP ranks appends it again: one value, not two);
+    # a ckpt_path given now (a step file of this run, say) wins over the newest checkpoint.
+    now = [o for o in overrides if not o.startswith(("resume=", "hydra.run.dir="))]
+    resume_from = [] if any(o.startswith("ckpt_path=") for o in now) else ["ckpt_path=last"]
+    return [*previous, *now, f"hydra.run.dir={run}", *resume_from]
 
 
 def main(overrides: list[str] | None = None) -> dict[str, Any]:
