@@ -14,6 +14,7 @@ DEMO_MODEL := weights/demo
 .PHONY: install test test-fast lint format demo demo-train data bench info clean help enhance-train enhance-demo \
 	bench-data data-stats pairs translate-train demo-translate \
 	eval-demo eval-fid eval-clip eval-zsoa eval-resolution eval-rsicd check-rsicd demo-edit gpu-check
+	eval-demo eval-fid eval-clip eval-zsoa eval-resolution eval-rsicd check-rsicd demo-edit faults
 
 help:
 	@echo "make demo        set up .venv, train the tiny model briefly, sample the shipped demo model"
@@ -33,6 +34,7 @@ help:
 	@echo "make eval-fid | eval-clip | eval-zsoa | eval-resolution RSICD=...  one metric on RSICD"
 	@echo "make demo-edit   train the tiny inpainting model from $(DEMO_MODEL) on CPU, write an edited tile and a 4x-wide canvas"
 	@echo "make gpu-check   speed on one GPU beside the H200 anchors (table + outputs/gpu_check/gpu_check.json); CPU: smoke mode"
+	@echo "make faults      replay the bad-input sweep (tests/faults) and print its counts per command"
 	@echo "make lint        ruff"
 
 $(VENV)/.installed: pyproject.toml constraints.txt
@@ -54,6 +56,9 @@ test: install
 # The same suite without the tests marked slow (end-to-end runs, subprocesses, big fixtures).
 test-fast: install
 	$(PY) -m pytest -q -m "not slow"
+
+faults: install ## replay the bad-input sweep (tests/faults) and print its counts per command
+	$(PY) -m tests.faults
 
 lint: install
 	$(VENV)/bin/ruff check .

@@ -10,6 +10,7 @@ weights and the EMA that export reads. README "Training at scale" has the arithm
 from __future__ import annotations
 
 import os
+from pathlib import Path
 from typing import Any
 
 import lightning as L
@@ -27,6 +28,9 @@ class AtomicModelCheckpoint(ModelCheckpoint):
                 )
             # The newest k step files: "step" is one of ModelCheckpoint's own monitor candidates.
             kwargs.update(save_top_k=int(keep_last), monitor="step", mode="max")
+        # A step file that exists again after a resume (the kill came after it, before last.ckpt) is
+        # overwritten atomically, not duplicated as NAME-v1.ckpt.
+        kwargs.setdefault("enable_version_counter", False)
         super().__init__(*args, **kwargs)
         self.keep_last = keep_last
         self.optimizer_in_step_files = optimizer_in_step_files
@@ -37,12 +41,23 @@ class AtomicModelCheckpoint(ModelCheckpoint):
         self._saving_step_file = not os.path.basename(filepath).startswith(self.CHECKPOINT_NAME_LAST)
         try:
             super()._save_checkpoint(trainer, tmp)
+            if trainer.is_global_zero:
+                os.replace(tmp, filepath)  # atomic on POSIX: a crash leaves the previous file intact
+        except BaseException:
+            if trainer.is_global_zero:  # a full disk or an error: no torn NAME.tmp left behind
+                Path(tmp).unlink(missing_ok=True)
+            raise
         finally:
             self._saving_step_file = False
-        if trainer.is_global_zero:
-            os.replace(tmp, filepath)  # atomic on POSIX: a crash leaves the previous file intact
         trainer.strategy.barrier("atomic_checkpoint")
         self._last_checkpoint_saved = filepath
+
+    def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
+        super().setup(trainer, pl_module, stage)
+        # A save killed mid-write leaves NAME.ckpt.tmp (never read: resume takes only whole files): remove it.
+        if trainer.is_global_zero and self.dirpath and Path(self.dirpath).is_dir():
+            for torn in Path(self.dirpath).glob("*.ckpt.tmp"):
+                torn.unlink(missing_ok=True)
 
     def on_save_checkpoint(self, trainer: L.Trainer, pl_module: L.LightningModule, checkpoint: dict[str, Any]) -> None:
         # Called while the checkpoint dict is assembled: a step file (not last.ckpt) sheds the optimizer moments.

@@ -213,13 +213,15 @@ def convert(
     if _check_settings(out / "manifest.json", settings, "a finished conversion"):
         return json.loads((out / "manifest.json").read_text(encoding="utf-8"))
     parts = out / PARTS
-    parts.mkdir(parents=True, exist_ok=True)
-    if not _check_settings(parts / "settings.json", settings, "an unfinished conversion"):
-        write_atomic(parts / "settings.json", json.dumps({"settings": settings}, indent=2).encode("utf-8"))
-
+    unfinished = _check_settings(parts / "settings.json", settings, "an unfinished conversion")
+    # The source is read (and a bad input path fails) before anything is written: a failed command leaves
+    # no settings behind that would block the corrected one.
     tasks = source.tasks(rows_per_task)
     if not tasks:
         raise ValueError(f"the source has no rows: {settings['source']}")
+    parts.mkdir(parents=True, exist_ok=True)
+    if not unfinished:
+        write_atomic(parts / "settings.json", json.dumps({"settings": settings}, indent=2).encode("utf-8"))
     done = {t.index for t in tasks if (parts / f"{t.index:06d}.json").is_file()}
     pending = [t for t in tasks if t.index not in done]
     for task in pending:  # parts of a task that never wrote its marker are incomplete: redo the task

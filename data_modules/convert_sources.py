@@ -29,6 +29,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from data_modules.webdataset_datamodule import sample_level
+from text2earth.core.errors import UserError
 from text2earth.core.resolution import parse_prompt
 from text2earth.io.rsicd import RsicdEntry, read_rsicd_entries
 
@@ -168,9 +169,15 @@ def _arrow_batches(path: str) -> Iterator[pa.RecordBatch]:
 
 
 def _table_rows(path: str) -> int:
-    if path.endswith(".parquet"):
-        return pq.ParquetFile(path).metadata.num_rows
-    return sum(batch.num_rows for batch in _arrow_batches(path))  # memory-mapped: no copy
+    try:
+        if path.endswith(".parquet"):
+            return pq.ParquetFile(path).metadata.num_rows
+        return sum(batch.num_rows for batch in _arrow_batches(path))  # memory-mapped: no copy
+    except (pa.ArrowException, OSError) as exc:  # pyarrow's own words name its internals, not the problem
+        kind = "Parquet" if path.endswith(".parquet") else "Arrow"
+        raise UserError(
+            f"cannot read {path} as a {kind} file: it is damaged or not one ({type(exc).__name__})"
+        ) from None
 
 
 def _read_rows(path: str, start: int, stop: int) -> list[dict[str, Any]]:
@@ -283,6 +290,15 @@ _CAPTION_COLUMNS = ("caption", "text")
 
 
 def _read_index(path: Path) -> list[dict[str, Any]]:
+    try:
+        return _parse_index(path)
+    except (UnicodeDecodeError, csv.Error) as exc:
+        raise UserError(
+            f"cannot read captions file {str(path)!r}: not UTF-8 {path.suffix[1:].upper()} text ({exc.reason if isinstance(exc, UnicodeDecodeError) else exc})"
+        ) from None
+
+
+def _parse_index(path: Path) -> list[dict[str, Any]]:
     if path.suffix.lower() == ".csv":
         with path.open(newline="", encoding="utf-8") as f:
             return list(csv.DictReader(f))
@@ -298,6 +314,16 @@ def _read_index(path: Path) -> list[dict[str, Any]]:
     raise ValueError(f"captions file must be .csv or .jsonl, got {path.name!r}")
 
 
+def check_input_folder(folder: str | Path, what: str) -> Path:
+    """``folder`` if it is a folder; else a one-line error that says whether it is missing or a file."""
+    path = Path(folder)
+    if path.is_file():
+        raise UserError(f"{what} {folder} is a file, not a folder")
+    if not path.is_dir():
+        raise UserError(f"{what} {folder} does not exist")
+    return path
+
+
 def _first(row: dict[str, Any], names: tuple[str, ...]) -> Any:
     return next((row[n] for n in names if row.get(n) not in (None, "")), None)
 
@@ -308,18 +334,32 @@ class FolderSource:
     images: str
     captions: str
     name: str = "folder"
+    allow_outside: bool = False  # rows may name files outside the image folder (.., absolute paths)
 
     def tasks(self, rows_per_task: int) -> list[Task]:
         index_path = Path(self.captions)
-        if not Path(self.images).is_dir():
-            raise NotADirectoryError(f"image folder not found: {self.images}")
+        check_input_folder(self.images, "image folder")
         if not index_path.is_file():
-            raise FileNotFoundError(f"captions file not found: {self.captions}")
+            what = "is a folder" if index_path.is_dir() else "does not exist"
+            raise FileNotFoundError(f"captions file {self.captions} {what}")
         rows = _read_index(index_path)
         if rows and not any(c in rows[0] for c in _IMAGE_COLUMNS):
             raise ValueError(f"{index_path.name}: needs an image column ({'/'.join(_IMAGE_COLUMNS)})")
+        if not self.allow_outside:
+            self._check_inside(rows, index_path)
         tasks = _split_tasks([(self.captions, len(rows), None)], rows_per_task)
         return [Task(t.index, t.path, t.start, t.stop, t.first_key, None, tuple(rows[t.start : t.stop])) for t in tasks]
+
+    def _check_inside(self, rows: list[dict[str, Any]], index_path: Path) -> None:
+        """A captions file someone sent must not make the converter read files elsewhere on this machine."""
+        root = Path(self.images).resolve()
+        for n, row in enumerate(rows, 2 if index_path.suffix.lower() == ".csv" else 1):
+            name = _first(row, _IMAGE_COLUMNS)
+            if name is not None and not (root / str(name)).resolve().is_relative_to(root):
+                raise UserError(
+                    f"{index_path.name} line {n} names {str(name)!r}, outside the image folder {self.images}: refused "
+                    "(pass --allow-outside-images if the file is yours)"
+                )
 
     def rows(self, task: Task) -> list[dict[str, Any]]:
         return list(task.rows)
@@ -353,8 +393,7 @@ class RsicdSource:
     name: str = "rsicd"
 
     def tasks(self, rows_per_task: int) -> list[Task]:
-        if not Path(self.images).is_dir():
-            raise NotADirectoryError(f"image folder not found: {self.images}")
+        check_input_folder(self.images, "image folder")
         rows = read_rsicd_entries(self.annotations, split=self.split)
         tasks = _split_tasks([(self.annotations, len(rows), self.split)], rows_per_task)
         return [

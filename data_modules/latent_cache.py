@@ -26,9 +26,11 @@ from __future__ import annotations
 
 import io
 import json
+import logging
 import multiprocessing
 import os
-from collections.abc import Sequence
+import tarfile
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -40,12 +42,14 @@ from tqdm import tqdm
 
 from data_modules.webdataset_datamodule import IMAGE_KEYS, to_pixel_values
 from text2earth.core.errors import UserError
-from text2earth.io.files import write_atomic
+from text2earth.io.files import atomic_path, write_atomic
 from text2earth.io.images import ImageReadError, decode_rgb
 from text2earth.io.shards import expand_shards, read_shard_samples
+from text2earth.models.components import reading_weights
 from text2earth.models.conditioning import encode_text
 
 MANIFEST = "latent_cache.json"
+log = logging.getLogger(__name__)
 
 
 def load_vae(folder: str | Path) -> AutoencoderKL:
@@ -53,9 +57,12 @@ def load_vae(folder: str | Path) -> AutoencoderKL:
     path = Path(folder)
     if (path / "vae" / "config.json").exists():
         path = path / "vae"
+    if not path.is_dir():
+        raise FileNotFoundError(f"model folder {str(folder)!r} does not exist")
     if not (path / "config.json").exists():
-        raise FileNotFoundError(f"no AutoencoderKL (config.json) in {str(folder)!r} or its vae/ subfolder")
-    return AutoencoderKL.from_pretrained(path, local_files_only=True).eval()
+        raise FileNotFoundError(f"no autoencoder in {str(folder)!r} (config.json there or in its vae/ subfolder)")
+    with reading_weights(folder):
+        return AutoencoderKL.from_pretrained(path, local_files_only=True).eval()
 
 
 def load_text_encoder(folder: str | Path) -> tuple[Any, Any] | None:
@@ -106,8 +113,11 @@ def _cache_shard(
     url: str, target: Path, vae: AutoencoderKL, text: tuple[Any, Any] | None, cfg: dict[str, Any]
 ) -> dict[str, Any]:
     """Encode one shard into ``target`` (written to ``.tmp``, then renamed); its counts and latent sizes."""
-    kept, pixels, skipped = [], [], 0
-    for sample in read_shard_samples(url):
+    kept, pixels, skipped, damaged = [], [], 0, 0
+    for sample in _readable_samples(url):
+        if sample is None:  # the shard ends in damage (truncated, not a tar): what came before is kept
+            damaged = 1
+            break
         key = next((k for k in IMAGE_KEYS if k in sample), None)
         try:
             image = decode_rgb(sample[key], f"{url}:{sample['__key__']}") if key else None
@@ -137,12 +147,20 @@ def _cache_shard(
                 encoded["encoder_hidden_states.npy"] = [_npy(s) for s in states]
             for j, i in enumerate(chunk):
                 fields[i].update({name: values[j] for name, values in encoded.items()})
-    tmp = target.with_name(target.name + ".tmp")
-    with wds.TarWriter(str(tmp)) as writer:
+    with atomic_path(target) as tmp, wds.TarWriter(str(tmp)) as writer:  # a failed write leaves no .tmp
         for sample, extra in zip(kept, fields, strict=True):
             writer.write({**sample, **extra})
-    os.replace(tmp, target)
-    return {"samples": len(kept), "skipped": skipped, "pixel_sizes": sorted({s[-1] for s in by_size})}
+    sizes = sorted({s[-1] for s in by_size})
+    return {"samples": len(kept), "skipped": skipped, "damaged_shards": damaged, "pixel_sizes": sizes}
+
+
+def _readable_samples(url: str) -> Iterator[dict[str, Any] | None]:
+    """The samples of a shard up to the first damage, then ``None`` (a counted, logged skip, as in the DataModule)."""
+    try:
+        yield from read_shard_samples(url)
+    except (tarfile.TarError, OSError, EOFError) as exc:
+        log.warning("shard %s is damaged (%s): keeping the samples before the damage", url, exc)
+        yield None
 
 
 def _caption(sample: dict[str, Any]) -> str:
@@ -162,11 +180,12 @@ def _worker(index: int, device: str, jobs: list[tuple[str, str]], cfg: dict[str,
     text = load_text_encoder(cfg["vae_folder"]) if cfg["text"] else None
     if text is not None:
         text = (text[0].to(device), text[1])
-    done: dict[str, Any] = {"samples": 0, "skipped": 0, "written": {}, "pixel_sizes": set()}
+    done: dict[str, Any] = {"samples": 0, "skipped": 0, "damaged_shards": 0, "written": {}, "pixel_sizes": set()}
     for url, target in tqdm(jobs, desc=f"cache latents [{device}]", unit="shard", disable=not cfg["progress"]):
         counts = _cache_shard(url, Path(target), vae, text, cfg)
         done["samples"] += counts["samples"]
         done["skipped"] += counts["skipped"]
+        done["damaged_shards"] += counts["damaged_shards"]
         done["pixel_sizes"].update(counts["pixel_sizes"])
         done["written"][Path(target).name] = index
     done["pixel_sizes"] = sorted(done["pixel_sizes"])
@@ -203,6 +222,8 @@ def cache_latents(
     load_vae(vae_folder)  # a wrong folder fails here, in one line, not in every worker
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
+    for torn in out.glob("*.tmp"):  # a run killed mid-write: never read, removed before resuming
+        torn.unlink(missing_ok=True)
     targets = [out / Path(url).name for url in urls]
     if len(set(targets)) != len(targets):
         raise UserError("input shards with the same file name would overwrite each other in the cache")
@@ -228,6 +249,7 @@ def cache_latents(
         results = [_worker(*s) for s in shares]
     counts: dict[str, Any] = {
         "samples": sum(r["samples"] for r in results),
+        "damaged_shards": sum(r["damaged_shards"] for r in results),
         "skipped": sum(r["skipped"] for r in results),
         "shards": len(todo),
         "kept": len(urls) - len(todo),

@@ -81,7 +81,10 @@ def collect(shards: Any) -> dict[str, Any]:
     return {
         "shards": len(urls),
         "samples": samples,
-        "skipped": skips.count,
+        "skipped": bad,
+        # A damaged shard (truncated, not a tar) is read up to the damage; how many samples came after it
+        # is unknowable from the file, so it is counted as a damaged shard, not as one skipped sample.
+        "damaged_shards": skips.count - bad,
         "lat": np.array(lats),
         "lon": np.array(lons),
         "levels": levels,
@@ -262,6 +265,7 @@ def dataset_stats(shards: Any, out_dir: str | Path, cell_degrees: float = 2.0) -
         "shards": data["shards"],
         "samples": data["samples"],
         "skipped": data["skipped"],
+        "damaged_shards": data["damaged_shards"],
         "located": int(lat.size),
         "bounds": None
         if lat.size == 0

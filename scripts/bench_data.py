@@ -26,6 +26,7 @@ import webdataset as wds
 
 from data_modules.embedded import ensure_embedded
 from data_modules.webdataset_datamodule import ShardDataModule
+from text2earth.core.paths import project_root
 from text2earth.io.files import atomic_path
 from text2earth.io.shards import iter_samples
 
@@ -85,8 +86,12 @@ def datamodule(shards: list[Path], repeats: int, num_workers: int, uint8: bool, 
 
 def main(argv: list[str] | None = None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--embedded", default="data/embedded", help="embedded shards (built when missing)")
-    parser.add_argument("--out", default="outputs/bench_data", help="where the JPEG shards are written")
+    parser.add_argument(
+        "--embedded", default=str(project_root() / "data/embedded"), help="embedded shards (built when missing)"
+    )
+    parser.add_argument(
+        "--out", default=str(project_root() / "outputs/bench_data"), help="where the JPEG shards are written"
+    )
     parser.add_argument("--n", type=int, default=1000, help="samples")
     parser.add_argument("--repeats", type=int, default=3, help="epochs per measurement (the best one counts)")
     parser.add_argument("--workers", type=int, default=2, help="also measure the DataModule with this many workers")

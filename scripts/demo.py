@@ -13,7 +13,7 @@ from pathlib import Path
 
 import torch
 
-from text2earth.core.paths import shipped
+from text2earth.core.paths import project_root, shipped
 from text2earth.core.resolution import describe
 from text2earth.io.images import decode_rgb, labelled_grid, save_png
 from text2earth.io.shards import iter_samples
@@ -97,9 +97,9 @@ def render(
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model", default=str(shipped("demo")))
-    parser.add_argument("--out", default="outputs/demo")
+    parser.add_argument("--out", default=str(project_root() / "outputs/demo"))
     # Train and val: the 160 m level has no held-out tiles (a 10 km tile does not fit the val band).
-    parser.add_argument("--shards", default="data/embedded/*.tar")
+    parser.add_argument("--shards", default=str(project_root() / "data/embedded/*.tar"))
     parser.add_argument("--prompt", action="append", default=None)
     parser.add_argument("--gsd", type=float, action="append", default=None)
     parser.add_argument("--steps", type=int, default=50)

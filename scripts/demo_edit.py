@@ -19,7 +19,7 @@ import torch
 
 from scripts.demo import real_tiles_by_gsd
 from text2earth.apps.edit import save_canvas
-from text2earth.core.paths import shipped
+from text2earth.core.paths import project_root, shipped
 from text2earth.core.resolution import describe, gsd_to_level
 from text2earth.io.files import write_atomic
 from text2earth.io.images import labelled_grid, save_png, to_unit_float
@@ -129,10 +129,10 @@ def render_canvases(
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--inpaint-model", default="outputs/demo_edit/model")
+    parser.add_argument("--inpaint-model", default=str(project_root() / "outputs/demo_edit/model"))
     parser.add_argument("--model", default=str(shipped("demo")), help="the text-to-image model (joint canvas mode)")
-    parser.add_argument("--shards", default="data/embedded/val-*.tar")
-    parser.add_argument("--out", default="outputs/demo")
+    parser.add_argument("--shards", default=str(project_root() / "data/embedded/val-*.tar"))
+    parser.add_argument("--out", default=str(project_root() / "outputs/demo"))
     parser.add_argument("--steps", type=int, default=30)
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args()

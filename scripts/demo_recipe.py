@@ -7,7 +7,7 @@ import json
 import shutil
 from pathlib import Path
 
-from text2earth.core.paths import weights_dir
+from text2earth.core.paths import project_root, weights_dir
 from text2earth.io.files import atomic_directory
 
 
@@ -45,7 +45,7 @@ def package(run_dir: str, out_dir: str, ae_steps: int, unet_steps: int) -> Path:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--run", default="outputs/demo_train")
+    parser.add_argument("--run", default=str(project_root() / "outputs/demo_train"))
     parser.add_argument("--out", default=str(weights_dir() / "demo"))
     parser.add_argument("--ae-steps", type=int, required=True)
     parser.add_argument("--unet-steps", type=int, required=True)

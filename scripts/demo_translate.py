@@ -14,7 +14,7 @@ from pathlib import Path
 import torch
 
 from scripts.translation_eval import evaluate_translator, markdown_table
-from text2earth.core.paths import shipped
+from text2earth.core.paths import project_root, shipped
 from text2earth.io.images import labelled_grid, save_png
 from text2earth.models.lora import load_lora, modality_lora, use_lora
 
@@ -64,11 +64,11 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--model", default=str(shipped("demo")))
     parser.add_argument("--translators", nargs="+", default=None, help="default: every folder in weights/translate")
-    parser.add_argument("--pairs", default="data/pairs")
-    parser.add_argument("--embedded", default="data/embedded")
+    parser.add_argument("--pairs", default=str(project_root() / "data/pairs"))
+    parser.add_argument("--embedded", default=str(project_root() / "data/embedded"))
     parser.add_argument("--tiles", type=int, default=48, help="held-out tiles scored per task")
     parser.add_argument("--steps", type=int, default=10)
-    parser.add_argument("--out", default="outputs/demo_translate")
+    parser.add_argument("--out", default=str(project_root() / "outputs/demo_translate"))
     parser.add_argument("--translators-only", action="store_true", help="skip the text-to-NIR / PAN figure")
     args = parser.parse_args(argv)
     out = Path(args.out)

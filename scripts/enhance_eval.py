@@ -20,6 +20,7 @@ import torch.nn.functional as F
 from tqdm.auto import tqdm
 
 from text2earth.core.image_metrics import psnr, ssim
+from text2earth.core.paths import project_root
 from text2earth.io.images import labelled_grid, quantize_8bit, save_png
 from text2earth.models.rrdbnet import load_rrdbnet
 from text2earth.training.enhance_module import bicubic
@@ -107,8 +108,8 @@ def markdown(report: dict[str, Any]) -> str:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m scripts.enhance_eval", description=__doc__.split("\n")[0])
     parser.add_argument("--checkpoint", required=True)
-    parser.add_argument("--shards", default="data/embedded/val-*.tar")
-    parser.add_argument("--out", default="outputs/enhance_eval")
+    parser.add_argument("--shards", default=str(project_root() / "data/embedded/val-*.tar"))
+    parser.add_argument("--out", default=str(project_root() / "outputs/enhance_eval"))
     parser.add_argument("--seed", type=int, default=1234, help="degradation seed (the data config's val_seed)")
     parser.add_argument("--batch-size", type=int, default=64)
     parser.add_argument("--save-inputs", action="store_true", help="write the degraded inputs to OUT/inputs/")

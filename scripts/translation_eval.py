@@ -15,6 +15,7 @@ import torch
 from tqdm.auto import tqdm
 
 from text2earth.core.image_metrics import psnr, ssim
+from text2earth.core.paths import project_root
 from text2earth.io.bands import TASKS
 from text2earth.io.images import labelled_grid, save_png
 
@@ -29,8 +30,8 @@ def _as_target_modality(images: torch.Tensor, task: str) -> torch.Tensor:
 @torch.no_grad()
 def evaluate_translator(
     translator: str | Path,
-    pairs_dir: str | Path = "data/pairs",
-    embedded_dir: str | Path = "data/embedded",
+    pairs_dir: str | Path | None = None,
+    embedded_dir: str | Path | None = None,
     n_tiles: int = 48,
     steps: int = 20,
     batch_size: int = 16,
@@ -47,6 +48,8 @@ def evaluate_translator(
     pipe, info = Text2EarthControlNetPipeline.from_translator(translator)
     pipe.set_progress_bar_config(disable=True)  # one bar over the tiles instead
     task = info["task"]
+    pairs_dir = pairs_dir or project_root() / "data" / "pairs"  # the folders the training configs read
+    embedded_dir = embedded_dir or project_root() / "data" / "embedded"
     dm = PairShardDataModule(task, str(pairs_dir), str(embedded_dir), batch_size=batch_size, num_workers=0)
     dm.setup("validate")
     vae = pipe.vae

@@ -212,7 +212,7 @@ def four_shards(val_samples, tmp_path_factory) -> tuple[Path, list[str]]:
 
 
 def _train_keys(shards: Path, run_dir: Path, max_steps: int, extra=()) -> list[list[str]]:
-    """Train the tiny demo model to ``max_steps`` (resuming with ``ckpt_path=last``: a fresh start when
+    """Train the tiny demo model to ``max_steps`` (resuming with ``ckpt_path=last_or_none``: a fresh start when
     ``run_dir`` has no checkpoint yet); the keys of each batch this call trained on."""
     from text2earth.core.config import compose_config
     from text2earth.training.run import train
@@ -236,7 +236,7 @@ def _train_keys(shards: Path, run_dir: Path, max_steps: int, extra=()) -> list[l
         "callbacks.model_checkpoint.every_n_train_steps=1",  # last.ckpt at each step: the stop is a checkpoint
         "callbacks.model_checkpoint.save_top_k=0",
         f"+callbacks.seen={{_target_: probes.SeenKeys, folder: '{seen}'}}",
-        "ckpt_path=last",
+        "ckpt_path=last_or_none",
         *extra,
     ]
     result = train(compose_config("train", overrides, output_dir=run_dir))

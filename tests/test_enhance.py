@@ -120,7 +120,7 @@ def test_checkpoint_errors_are_clear(tmp_path):
     state = {k: torch.zeros(s) for k, s in basicsr_shapes(3, 3, 2, 8, 1, 4).items()}
     # Arbitrary pickled objects are refused (weights_only=True), with one readable line.
     torch.save({"params": state, "opt": argparse.Namespace(lr=1)}, tmp_path / "pickled.pth")
-    with pytest.raises(ValueError, match="cannot read checkpoint"):
+    with pytest.raises(ValueError, match="cannot be read"):
         load_rrdbnet(tmp_path / "pickled.pth")
     # strict=True: a missing key is an error, never a silently half-initialised network.
     del state["conv_hr.bias"]
@@ -272,7 +272,7 @@ def test_cli_bad_input_is_one_line_exit_2(tmp_path, capsys):
         )
         == 2
     )
-    assert "cannot read checkpoint" in capsys.readouterr().err
+    assert "cannot be read" in capsys.readouterr().err
 
 
 def test_cli_shards(shard_dir, tmp_path, capsys):

@@ -7,6 +7,7 @@ import os
 import signal
 import subprocess
 import time
+import zipfile
 from pathlib import Path
 
 import pytest
@@ -41,9 +42,9 @@ def launch(script: Path, run_dir: Path, shards: Path, seen: Path) -> subprocess.
         "callbacks.eval_metrics=null",
         f"+callbacks.seen={{_target_: probes.SeenKeys, folder: '{seen}'}}",
         f"paths.root_dir={run_dir.parent}",
-        # the documented resume command: the same run folder, the newest checkpoint (none yet: a fresh start)
+        # the documented relaunch command: the same run folder, the newest checkpoint (none yet: a fresh start)
         f"hydra.run.dir={run_dir}",
-        "ckpt_path=last",
+        "ckpt_path=last_or_none",
     ]
     env = {**os.environ, "PYTHONPATH": f"{ROOT}{os.pathsep}{ROOT / 'tests'}", "OMP_NUM_THREADS": "1"}
     log = open(run_dir.parent / f"{seen.name}.log", "w")  # noqa: SIM115 (closed with the process)
@@ -157,7 +158,7 @@ def build_trainer(overrides: list[str], env: dict[str, str], monkeypatch, tmp_pa
         monkeypatch.setenv(name, value)
     cfg = compose_config("train", overrides)
     assert Path(cfg.paths.output_dir) == tmp_path / "run"  # the fixed run folder, not a clock-stamped one
-    assert cfg.ckpt_path == "last"
+    assert cfg.ckpt_path == "last_or_none"
     return hydra.utils.instantiate(cfg.trainer, logger=False)
 
 
@@ -190,7 +191,14 @@ def test_torchrun_recipe_selects_torchelastic(tmp_path, monkeypatch):
     assert (trainer.num_nodes, trainer.world_size, trainer.global_rank, trainer.local_rank) == (2, 4, 3, 1)
 
 
-def test_ckpt_path_last_takes_the_newest_and_starts_fresh_without_one(tmp_path):
+def _whole_checkpoint(path: Path) -> Path:
+    """A file with a zip directory: what a finished torch.save writes (the resolver checks no more)."""
+    with zipfile.ZipFile(path, "w") as archive:
+        archive.writestr("data.pkl", b"")
+    return path
+
+
+def test_ckpt_path_last_takes_the_newest_whole_checkpoint(tmp_path):
     import lightning as L
     from lightning.pytorch.callbacks import ModelCheckpoint
 
@@ -200,16 +208,19 @@ def test_ckpt_path_last_takes_the_newest_and_starts_fresh_without_one(tmp_path):
     trainer = L.Trainer(
         default_root_dir=tmp_path, callbacks=[ModelCheckpoint(dirpath=tmp_path / "checkpoints")], logger=False
     )
-    assert resolve_ckpt_path("last", trainer) is None  # first launch: a fresh start, no error
+    assert resolve_ckpt_path("last_or_none", trainer) is None  # first launch: a fresh start, no error
+    with pytest.raises(UserError, match="nothing to resume"):
+        resolve_ckpt_path("last", trainer)  # asked to resume: there must be something to resume
     (tmp_path / "checkpoints").mkdir()
-    last = tmp_path / "checkpoints" / "last.ckpt"
-    last.write_bytes(b"")
+    last = _whole_checkpoint(tmp_path / "checkpoints" / "last.ckpt")
     (tmp_path / "checkpoints" / "last.ckpt.tmp").write_bytes(b"")  # half-written: never chosen
     assert resolve_ckpt_path("last", trainer) == str(last)
     hpc = tmp_path / "hpc_ckpt_1.ckpt"  # saved by Lightning on SLURM's requeue signal, after last.ckpt
-    hpc.write_bytes(b"")
+    hpc.write_bytes(b"PK\x03\x04 torn")  # killed mid-save (Lightning does not write it atomically): skipped
     os.utime(last, (time.time() - 60, time.time() - 60))
+    assert resolve_ckpt_path("last_or_none", trainer) == str(last)
+    _whole_checkpoint(hpc)
     assert resolve_ckpt_path("last", trainer) == str(hpc)
     assert resolve_ckpt_path(None, trainer) is None and resolve_ckpt_path(str(last), trainer) == str(last)
-    with pytest.raises(UserError, match="no checkpoint at"):
+    with pytest.raises(UserError, match="does not exist"):
         resolve_ckpt_path(str(tmp_path / "missing.ckpt"), trainer)

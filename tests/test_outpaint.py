@@ -175,7 +175,7 @@ def test_edit_cli_writes_png_and_rejects_bad_input(folders, tmp_path, capsys):
         assert message in capsys.readouterr().err
     wrong_model = [*args[:-1], str(folders / "t2i"), "--out", str(tmp_path / "x.png")]
     assert cli_main(wrong_model) == 2
-    assert "Text2EarthPipeline" in capsys.readouterr().err
+    assert "needs an inpainting model" in capsys.readouterr().err
 
 
 def test_outpaint_cli_both_modes(folders, tmp_path, capsys):

@@ -277,13 +277,21 @@ def embedded_missing(folder: str | Path) -> bool:
     return not names or not all((Path(folder) / name).is_file() for name in names)
 
 
+def _as_list(spec: Any) -> list[Any]:
+    return [spec] if isinstance(spec, (str, Path)) else list(spec)
+
+
 def _needed(folder: Path, shards: Iterable[Any]) -> bool:
     """Whether readers of ``shards`` need ``folder``: some are missing, or some lie in it."""
+    here = folder.resolve()
     try:
         urls = [url for spec in shards if spec is not None for url in expand_shards(spec)]
     except FileNotFoundError:
-        return True
-    here = folder.resolve()
+        # Only when the missing shards are this folder's own: a pattern that matches nothing elsewhere (a typo)
+        # is reported by the reader, not answered with a rebuild here.
+        named = [Path(os.path.expanduser(str(s))) for spec in shards if spec is not None for s in _as_list(spec)]
+        return any(here == p.resolve() or here in p.resolve().parents for p in named)
+
     return not urls or any(Path(url).resolve().parent == here for url in urls)
 
 

@@ -5,7 +5,7 @@
 #   NNODES=2 NODE_RANK=1 MASTER_ADDR=10.0.0.1 RUN_DIR=/shared/runs/pretrain scripts/torchrun/train.sh experiment=pretrain ...
 # torchrun starts the processes, Lightning detects TorchElasticEnvironment and does not relaunch them.
 # RUN_DIR must be one folder on a shared file system (every rank composes the config itself); running the
-# same command again resumes from its newest checkpoint (ckpt_path=last: a fresh start when there is none).
+# same command again resumes from its newest checkpoint (ckpt_path=last_or_none: a fresh start when there is none).
 set -euo pipefail
 
 NNODES=${NNODES:-1}
@@ -24,5 +24,5 @@ torchrun \
   "trainer.num_nodes=${NNODES}" \
   "trainer.devices=${NPROC_PER_NODE}" \
   "hydra.run.dir=${RUN_DIR}" \
-  ckpt_path=last \
+  ckpt_path=last_or_none \
   "$@"

@@ -3,11 +3,15 @@ chunks) plus a grid. Used by `text2earth generate` and the demo."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import contextlib
+import re
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import torch
 
+from text2earth.core.errors import UserError, describe_os_error
 from text2earth.core.resolution import resolve_levels
 from text2earth.io.device import inference_dtype, pick_device
 from text2earth.io.images import make_grid, save_png, to_unit_float
@@ -43,7 +47,7 @@ def generate_to_folder(
     :meth:`~text2earth.pipelines.text2img.Text2EarthPipeline.enable_fast_sampling`; ``log`` receives its
     one-line report (warm-up time, graph compilations).
     """
-    from text2earth.io.bands import SINGLE_BAND, check_modality, to_band
+    from text2earth.io.bands import check_modality
     from text2earth.models.lora import attach_lora
     from text2earth.pipelines.text2img import Text2EarthPipeline
 
@@ -62,23 +66,68 @@ def generate_to_folder(
         pipe.enable_fast_sampling()
     # One generator per image, seeded seed + i: any single image can be reproduced alone.
     generators = [torch.Generator(device="cpu").manual_seed(seed + i) for i in range(n * len(prompts))]
-    result = pipe(
-        prompts,
-        level=level,
-        gsd_m=gsd_m,
-        num_images_per_prompt=n,
-        num_inference_steps=steps,
-        guidance_scale=guidance,
-        level_guidance_scale=level_guidance,
-        negative_prompt=negative_prompt,
-        generator=generators,
-        height=height,
-        width=width,
-    )
+    with _memory_hint(n * len(prompts), height, width):
+        result = pipe(
+            prompts,
+            level=level,
+            gsd_m=gsd_m,
+            num_images_per_prompt=n,
+            num_inference_steps=steps,
+            guidance_scale=guidance,
+            level_guidance_scale=level_guidance,
+            negative_prompt=negative_prompt,
+            generator=generators,
+            height=height,
+            width=width,
+        )
     if fast and log is not None:
         log(pipe.fast.summary())
     out = Path(out_dir)
-    written, shown = [], []  # shown: what was written (single bands for nir / pan / sar), for the grid
+    written: list[Path] = []
+    try:
+        return _write_images(result, out, prompts, n, seed, model, steps, guidance, modality, lora, lora_scale, written)
+    except OSError as exc:  # a full disk, say: each file is whole or absent; say which are missing
+        total = n * len(prompts)
+        raise UserError(
+            f"{describe_os_error(exc)}; wrote {min(len(written), total)} of {total} images (and no grid) to {out}: "
+            "free space and run the same command again (the same seeds give the same images)"
+        ) from None
+
+
+@contextlib.contextmanager
+def _memory_hint(images: int, height: int | None, width: int | None) -> Iterator[None]:
+    """Out of memory while sampling (all images are one batch): one line with what was asked and needed."""
+    try:
+        yield
+    except (torch.OutOfMemoryError, RuntimeError) as exc:
+        asked = re.search(r"allocate (\d+) bytes|Tried to allocate ([\d.]+ [KMG]iB)", str(exc))
+        if not isinstance(exc, torch.OutOfMemoryError) and asked is None:
+            raise
+        need = asked and (f"{int(asked[1]) / 2**30:.1f} GiB" if asked[1] else asked[2])
+        size = f"{height}x{width}" if height and width else "the model's size"
+        raise UserError(
+            f"not enough memory to sample {images} images of {size} at once (one allocation needed {need or 'more'}): "
+            "lower --n or the size, or run more commands with other --seed values"
+        ) from None
+
+
+def _write_images(
+    result: Any,
+    out: Path,
+    prompts: list[str],
+    n: int,
+    seed: int,
+    model: str,
+    steps: int,
+    guidance: float,
+    modality: str,
+    lora: str | None,
+    lora_scale: float,
+    written: list[Path],
+) -> list[Path]:
+    from text2earth.io.bands import SINGLE_BAND, to_band
+
+    shown = []  # what was written (single bands for nir / pan / sar), for the grid
     for i, (image, caption, lvl) in enumerate(zip(result.images, result.prompts, result.levels, strict=True)):
         text = image_text(
             caption,

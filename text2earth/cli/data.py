@@ -4,18 +4,26 @@ from __future__ import annotations
 
 import argparse
 
+from text2earth.cli.checks import positive
+from text2earth.core.errors import UserError
+from text2earth.io.outputs import check_writable_folder
+
 
 def _convert(args: argparse.Namespace) -> int:
     from data_modules.convert import convert
     from data_modules.convert_sources import FolderSource, Git10mSource, RsicdSource
 
+    check_writable_folder(args.out)
+    positive(
+        shard_count=args.shard_count, workers=args.workers, shard_mb=args.shard_mb, rows_per_task=args.rows_per_task
+    )
     name = {"name": args.source_name} if args.source_name else {}
     if args.kind == "git10m":
         source = Git10mSource(args.input, split=args.split, **name)
     elif args.kind == "folder":
         if not args.captions:
             raise ValueError("folder sources need --captions FILE.csv|.jsonl")
-        source = FolderSource(args.input, args.captions, **name)
+        source = FolderSource(args.input, args.captions, allow_outside=args.allow_outside_images, **name)
     else:
         if not args.images:
             raise ValueError("rsicd needs --images DIR (the folder of RSICD images)")
@@ -40,8 +48,15 @@ def _convert(args: argparse.Namespace) -> int:
 def _stats(args: argparse.Namespace) -> int:
     from data_modules.stats import dataset_stats
 
+    check_writable_folder(args.out)
+    if not args.cell > 0:
+        raise UserError(f"--cell must be a positive number of degrees, got {args.cell}")
     summary = dataset_stats(args.shards, args.out, cell_degrees=args.cell)
-    print(f"{summary['samples']} samples ({summary['located']} with a location); wrote {', '.join(summary['files'])}")
+    damaged = f"; {summary['damaged_shards']} damaged shards read up to the damage" if summary["damaged_shards"] else ""
+    print(
+        f"{summary['samples']} samples ({summary['located']} with a location, {summary['skipped']} unreadable skipped"
+        f"{damaged}); wrote {', '.join(summary['files'])}"
+    )
     return 0
 
 
@@ -50,6 +65,10 @@ def _build_embedded(args: argparse.Namespace) -> int:
     from data_modules.embedded.preview import write_preview
 
     _default_data(args, out="embedded")
+    check_writable_folder(args.out)
+    positive(tile=args.tile, every=args.every, max_per_shard=args.max_per_shard, tiles_per_level=args.tiles_per_level)
+    if not 0 < args.val_fraction < 1:
+        raise UserError(f"--val-fraction must lie between 0 and 1, got {args.val_fraction}")
     # The builder's own default when not given: one home for it.
     per_level = {"tiles_per_level": args.tiles_per_level} if args.tiles_per_level is not None else {}
     manifest = build_embedded_shards(
@@ -79,7 +98,11 @@ def _build_embedded(args: argparse.Namespace) -> int:
 
 def _cache_latents(args: argparse.Namespace) -> int:
     from data_modules.latent_cache import cache_latents
+    from text2earth.io.device import pick_device
 
+    check_writable_folder(args.out)
+    positive(batch_size=args.batch_size, image_size=args.image_size)
+    pick_device(args.device)
     counts = cache_latents(
         args.shards,
         args.model,
@@ -93,7 +116,7 @@ def _cache_latents(args: argparse.Namespace) -> int:
     )
     print(
         f"cached {counts['samples']} samples in {counts['shards']} shards to {args.out} "
-        f"(skipped {counts['skipped']}; {counts['kept']} shards already done)"
+        f"(skipped {counts['skipped']}, damaged shards {counts['damaged_shards']}; {counts['kept']} shards already done)"
     )
     return 0
 
@@ -102,6 +125,7 @@ def _build_pairs(args: argparse.Namespace) -> int:
     from data_modules.pairs import build_pair_shards, check_set
 
     _default_data(args, embedded="embedded", out="pairs")
+    check_writable_folder(args.out)
     names = [check_set(s) for s in args.sets] if args.sets else None
     reports = build_pair_shards(args.embedded, args.out, names, max_per_split=args.max_per_split)
     for name, report in reports.items():
@@ -168,6 +192,11 @@ def register(data_sub: argparse._SubParsersAction) -> None:
     conv.add_argument("--out", required=True, help="output folder (shards, manifest.json, skipped.jsonl)")
     conv.add_argument("--captions", help="folder: CSV or JSONL with image, caption (+ gsd_m, level, lat, lon, ...)")
     conv.add_argument("--images", help="rsicd: the image folder")
+    conv.add_argument(
+        "--allow-outside-images",
+        action="store_true",
+        help="folder: let the captions file name images outside the image folder (.., absolute paths)",
+    )
     conv.add_argument("--split", help="only this split (save_to_disk DatasetDict, RSICD)")
     conv.add_argument("--prefix", default="train", help="shard names {prefix}-%%06d.tar")
     conv.add_argument("--shard-count", type=int, default=10_000, help="samples per shard at most")

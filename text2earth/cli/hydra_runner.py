@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import difflib
 import os
+import shutil
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TypeVar
@@ -22,6 +23,7 @@ from text2earth.core.config import compose_config, without_hydra
 from text2earth.core.errors import USER_ERRORS, UserError
 from text2earth.core.paths import conf_dir
 from text2earth.io.files import write_atomic
+from text2earth.io.outputs import check_writable_folder
 
 T = TypeVar("T")
 
@@ -100,10 +102,41 @@ def is_launching_rank(cfg: DictConfig) -> bool:
     return int(os.environ.get("RANK") or os.environ.get("SLURM_PROCID") or 0) == 0
 
 
-def run_config(config_name: str, overrides: Sequence[str] | None, app: Callable[[DictConfig], T]) -> T:
-    """Compose ``config_name`` with ``overrides`` (``None``: none) and run ``app(cfg)`` in the resolved run folder."""
+def run_config(
+    config_name: str,
+    overrides: Sequence[str] | None,
+    app: Callable[[DictConfig], T],
+    check: Callable[[DictConfig], None] | None = None,
+) -> T:
+    """Compose ``config_name`` with ``overrides`` (``None``: none) and run ``app(cfg)`` in the resolved run folder.
+
+    ``check(cfg)`` runs first, before the run folder is made: a mistake it finds leaves nothing behind.
+    """
     cfg = compose_or_explain(config_name, list(overrides or []))
+    run_dir = Path(cfg.hydra.runtime.output_dir)
+    fresh = not run_dir.exists()
     try:
+        return _run(config_name, cfg, app, check)
+    except USER_ERRORS:
+        if fresh and is_launching_rank(cfg):
+            _remove_failed_start(run_dir)
+        raise
+
+
+def _remove_failed_start(run_dir: Path) -> None:
+    """A run folder this command created, for a run that failed on a user error before its first checkpoint:
+    removed, so that a mistake leaves nothing behind (and a later ``resume=`` never finds a run that never ran)."""
+    if run_dir.is_dir() and not any(run_dir.rglob("*.ckpt")):
+        shutil.rmtree(run_dir, ignore_errors=True)
+
+
+def _run(
+    config_name: str, cfg: DictConfig, app: Callable[[DictConfig], T], check: Callable[[DictConfig], None] | None
+) -> T:
+    try:
+        check_writable_folder(cfg.hydra.runtime.output_dir, flag="hydra.run.dir")
+        if check is not None:
+            check(cfg)
         Path(cfg.hydra.runtime.output_dir).mkdir(parents=True, exist_ok=True)
         if is_launching_rank(cfg):
             save_run_config(cfg)
@@ -111,11 +144,17 @@ def run_config(config_name: str, overrides: Sequence[str] | None, app: Callable[
     except OmegaConfBaseException as exc:  # a value that does not resolve or has the wrong type
         raise UserError(f"{config_name}: {_first_line(exc)}") from None
     except InstantiationException as exc:
-        # Hydra wraps what a constructor raised: a user error inside (a missing package, a bad value) or a
-        # _target_ that cannot be located is reported as one line; anything else is a bug and stays loud.
+        # Hydra wraps what a constructor raised: a user error inside (a missing package, a bad value), a value
+        # of the wrong type (a TypeError from the constructor) or a _target_ that cannot be located is reported
+        # as one line; anything else is a bug and stays loud.
         cause = exc.__cause__
         if str(exc).startswith("Error locating target"):
             raise UserError(f"{config_name}: {_first_line(exc).split(', set env var')[0]}") from None
         if cause is None or isinstance(cause, USER_ERRORS):
             raise UserError(f"{config_name}: {_first_line(cause or exc)}") from None
+        if isinstance(cause, TypeError):
+            target = str(exc).split("'")[1] if "'" in str(exc) else "an object"
+            raise UserError(
+                f"{config_name}: cannot build {target} from the config ({_first_line(cause)}): a value of the wrong type?"
+            ) from None
         raise

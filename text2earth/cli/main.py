@@ -11,12 +11,14 @@ import os
 import sys
 from collections.abc import Sequence
 
+from text2earth.cli import checks
 from text2earth.core.errors import USER_ERRORS
 
 
 def _generate(args: argparse.Namespace) -> int:
     from text2earth.apps.generate import generate_to_folder
 
+    checks.before_generate(args)
     written = generate_to_folder(
         prompts=args.prompt,
         model=args.model,
@@ -47,6 +49,7 @@ def _translate(args: argparse.Namespace) -> int:
     from text2earth.apps.translate import translate_file
     from text2earth.core.paths import shipped
 
+    checks.before_translate(args)
     out = translate_file(
         args.task,
         args.input,
@@ -85,6 +88,7 @@ def _evaluate(args: argparse.Namespace) -> int:
 def _export(args: argparse.Namespace) -> int:
     from text2earth.training.export import export_checkpoint
 
+    checks.before_export(args)
     out = export_checkpoint(args.checkpoint, args.out, use_ema=not args.no_ema, dtype=args.dtype)
     print(f"exported {args.checkpoint} -> {out}")
     return 0
@@ -102,6 +106,7 @@ def _info(args: argparse.Namespace) -> int:
 def _edit(args: argparse.Namespace) -> int:
     from text2earth.apps.edit import edit_to_file
 
+    checks.before_edit(args)
     out = edit_to_file(
         args.image,
         args.mask,
@@ -124,6 +129,7 @@ def _edit(args: argparse.Namespace) -> int:
 def _outpaint(args: argparse.Namespace) -> int:
     from text2earth.apps.edit import make_canvas, save_canvas
 
+    checks.before_outpaint(args)
     canvas = make_canvas(
         args.prompt,
         model=args.model,
@@ -162,7 +168,7 @@ def build_parser() -> argparse.ArgumentParser:
     from text2earth.cli.data import register as register_data_tools
     from text2earth.cli.enhance import register as register_enhance
 
-    parser = argparse.ArgumentParser(prog="text2earth", description="Text-driven remote-sensing image generation.")
+    parser = checks.OneLineParser(prog="text2earth", description="Text-driven remote-sensing image generation.")
     sub = parser.add_subparsers(dest="command", required=True)
 
     gen = sub.add_parser("generate", help="text -> images at a chosen ground resolution")
@@ -293,17 +299,21 @@ def _sampling_options(parser: argparse.ArgumentParser, model_help: str) -> None:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    from diffusers.utils import logging as diffusers_logging
     from transformers.utils import logging as hf_logging
 
     hf_logging.disable_progress_bar()  # weight-loading bars would bury our own output
+    # Loader warnings about a damaged file would precede our one-line report of it.
+    hf_logging.set_verbosity_error()
+    diffusers_logging.set_verbosity_error()
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
         code = args.func(args)
-    except USER_ERRORS as exc:
+    except (*USER_ERRORS, OSError) as exc:  # OSError: a path, permission or full disk, in words
         if os.environ.get("TEXT2EARTH_DEBUG"):
             raise
-        print(f"text2earth: error: {exc}", file=sys.stderr)
+        print(f"text2earth: error: {checks.error_line(exc)}", file=sys.stderr)
         return 2
     return int(code or 0)
 

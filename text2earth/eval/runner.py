@@ -181,12 +181,14 @@ EVALUATORS = {"fid": evaluate_fid, "clip": evaluate_clip, "zsoa": evaluate_zsoa,
 def run_evaluation(cfg: DictConfig) -> dict[str, Any]:
     """Generate what is missing, compute ``cfg.metrics``, write ``report.json``, log to wandb; the report."""
     from text2earth.io.device import inference_dtype, pick_device
+    from text2earth.models.components import check_model_folder
     from text2earth.pipelines.text2img import Text2EarthPipeline
 
     metrics = list(cfg.metrics)
     unknown = sorted(set(metrics) - set(METRICS))
     if unknown or not metrics:
         raise ValueError(f"metrics must be a non-empty subset of {list(METRICS)}, got {metrics}")
+    check_model_folder(cfg.model_dir)  # before the real images are read
     out = Path(cfg.out_dir)
     device = pick_device(cfg.get("device"))
     torch.manual_seed(cfg.seed)

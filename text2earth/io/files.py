@@ -58,8 +58,14 @@ def atomic_directory(path: str | Path) -> Iterator[Path]:
     try:
         yield tmp
         if path.exists():
-            shutil.rmtree(path)
-        tmp.rename(path)
+            # Moved aside, not deleted first: a kill between the two renames leaves both whole folders.
+            old = path.with_name(path.name + ".old")
+            shutil.rmtree(old, ignore_errors=True)
+            path.rename(old)
+            tmp.rename(path)
+            shutil.rmtree(old)
+        else:
+            tmp.rename(path)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise

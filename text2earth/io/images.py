@@ -199,6 +199,9 @@ def read_png_text(path: str | Path) -> dict[str, str]:
         return dict(getattr(image, "text", {}) or {})
 
 
+_WIDE_MODES = {"I;16": "16-bit", "I;16B": "16-bit", "I;16L": "16-bit", "I": "32-bit integer", "F": "floating-point"}
+
+
 def _open(path: str | Path) -> PIL.Image.Image:
     path = Path(path)
     if not path.is_file():
@@ -218,8 +221,17 @@ def load_image(path: str | Path) -> PIL.Image.Image:
 
 
 def load_rgb(path: str | Path) -> PIL.Image.Image:
-    """An image file as an RGB PIL image (file closed); clear errors for missing or undecodable files."""
+    """An 8-bit image file as an RGB PIL image (file closed); clear errors for missing or undecodable files.
+
+    16-bit and float files are refused: PIL's conversion clips them to white, and no stretch of their DN
+    range is right for every sensor (single-band 16-bit inputs go through :mod:`text2earth.io.bands`).
+    """
     with _open(path) as image:
+        if image.mode in _WIDE_MODES:
+            raise ImageReadError(
+                f"{path} is a {_WIDE_MODES[image.mode]} image: this takes 8-bit RGB; convert it to 8 bits first "
+                "(with the stretch that suits its sensor)"
+            )
         return image.convert("RGB")
 
 

@@ -16,6 +16,8 @@ from typing import Any
 
 import braceexpand
 
+from text2earth.core.errors import UserError
+
 _REMOTE_PREFIXES = ("pipe:", "http://", "https://", "s3://", "gs://", "hf://")
 _GLOB_CHARS = set("*?[")
 
@@ -24,10 +26,24 @@ def _is_remote(spec: str) -> bool:
     return spec.startswith(_REMOTE_PREFIXES)
 
 
+ALLOW_PIPE_ENV = "TEXT2EARTH_ALLOW_PIPE"
+
+
+def _check_pipe(spec: str, base: Path | None) -> None:
+    """A ``pipe:`` URL runs a shell command: one read from a file (a manifest or a list someone sent) is
+    refused unless the user opts in; one typed by the user (``base`` None) is their own command."""
+    if spec.startswith("pipe:") and base is not None and os.environ.get(ALLOW_PIPE_ENV) != "1":
+        raise UserError(
+            f"a shard list in {base} names a shell command ({spec[:60]!r}): refused, since reading data must not run "
+            f"commands; if you trust it, set {ALLOW_PIPE_ENV}=1"
+        )
+
+
 def _expand_one(spec: str, split: str | None, base: Path | None) -> list[str]:
     spec = os.path.expandvars(os.path.expanduser(spec.strip()))
     if not spec:
         return []
+    _check_pipe(spec, base)
     if _is_remote(spec):  # webdataset opens these itself; nothing to check on disk
         return list(braceexpand.braceexpand(spec))
     if base is not None and not os.path.isabs(spec):

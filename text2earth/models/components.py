@@ -11,9 +11,11 @@ Nothing here touches the network: a hub id without a local copy fails at once wi
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import json
 import shutil
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -22,6 +24,7 @@ import diffusers
 import torch
 from diffusers import AutoencoderKL, DDPMScheduler, UNet2DConditionModel
 from diffusers.models.embeddings import TimestepEmbedding
+from safetensors import SafetensorError
 from transformers import CLIPTextConfig, CLIPTextModel, CLIPTokenizer
 
 from text2earth.core.errors import UserError
@@ -57,6 +60,22 @@ class Components:
         return counts
 
 
+@contextlib.contextmanager
+def reading_weights(folder: str | Path) -> Iterator[None]:
+    """Turn what the loaders raise for damaged files (truncated or garbage safetensors, a config that is not
+    JSON or names impossible values, a weights file that is a folder) into one :class:`ModelFolderError` line."""
+    try:
+        yield
+    except UserError:
+        raise
+    except (OSError, ValueError, RuntimeError, TypeError, KeyError, SafetensorError) as exc:
+        reason = " ".join(str(exc).split())[:160] or type(exc).__name__
+        raise ModelFolderError(
+            f"model folder {str(folder)!r} cannot be read (a damaged or incomplete file: {reason}); "
+            "re-export or re-download it"
+        ) from None
+
+
 def check_model_folder(folder: str | Path, parts: tuple[str, ...] = SUBFOLDERS) -> Path:
     """The folder as a Path, or a one-line :class:`ModelFolderError` saying what is wrong."""
     path = Path(folder).expanduser()
@@ -68,6 +87,8 @@ def check_model_folder(folder: str | Path, parts: tuple[str, ...] = SUBFOLDERS) 
                 f"(e.g. `huggingface-cli download {text} --local-dir models/{text.split('/')[-1]}`) and pass that folder"
             )
         raise ModelFolderError(f"model folder {text!r} does not exist")
+    if not path.is_dir():
+        raise ModelFolderError(f"model folder {str(folder)!r} is a file, not a folder")
     missing = [p for p in parts if not (path / p).is_dir()]
     if missing:
         raise ModelFolderError(
@@ -144,6 +165,13 @@ def load_from_folder(
     None accepts either. ``variant`` (``fp16``, ``bf16``) reads the ``*.{variant}.safetensors`` weights.
     """
     path = check_model_folder(folder)
+    with reading_weights(path):
+        return _load_from_folder(path, torch_dtype, inpainting, variant)
+
+
+def _load_from_folder(
+    path: Path, torch_dtype: torch.dtype | None, inpainting: bool | None, variant: str | None
+) -> Components:
     kwargs: dict[str, Any] = {"local_files_only": True}
     if torch_dtype is not None:
         kwargs["torch_dtype"] = torch_dtype
@@ -157,14 +185,8 @@ def load_from_folder(
             "for a plain Stable Diffusion 2 folder use model.sd2_folder (from_sd2)"
         )
     if inpainting is not None and is_inpainting_unet(unet) != inpainting:
-        kind, other = (
-            ("an inpainting", "Text2EarthInpaintPipeline")
-            if is_inpainting_unet(unet)
-            else ("a text-to-image", "Text2EarthPipeline")
-        )
-        raise ModelFolderError(
-            f"{path}/unet is {kind} UNet ({unet.config.in_channels} input channels): load it with {other}"
-        )
+        kinds = {True: "an inpainting model (9 input channels)", False: "a text-to-image model (4 input channels)"}
+        raise ModelFolderError(f"{path} holds {kinds[not inpainting]}, but this needs {kinds[inpainting]}")
     return Components(
         vae=AutoencoderKL.from_pretrained(path, subfolder="vae", **kwargs),
         text_encoder=CLIPTextModel.from_pretrained(path / "text_encoder", **kwargs),
@@ -224,8 +246,10 @@ def build_components(
         if not (vae_path / "config.json").exists() and (vae_path / "vae" / "config.json").exists():
             vae_path = vae_path / "vae"
         if not (vae_path / "config.json").exists():
-            raise ModelFolderError(f"no AutoencoderKL (config.json) in {vae_folder!r}")
-        components.vae = AutoencoderKL.from_pretrained(vae_path, local_files_only=True)
+            hint = " (`make demo-train` trains it there first)" if vae_path.parts[-2:] == ("demo_train", "vae") else ""
+            raise ModelFolderError(f"no autoencoder (vae/config.json) in {vae_folder!r}{hint}")
+        with reading_weights(vae_path):
+            components.vae = AutoencoderKL.from_pretrained(vae_path, local_files_only=True)
     if inpainting and not is_inpainting_unet(components.unet):
         components.unet = inpainting_unet_from(components.unet)
     if level_scale is not None:

@@ -16,6 +16,8 @@ import torch.nn.functional as F
 from safetensors.torch import load_file, save_file
 from torch import nn
 
+from text2earth.io.files import atomic_path
+
 # The in-channel count of ``conv_first`` is how a checkpoint reveals its scale: scale 2 and 1 fold the input
 # into channels with pixel-unshuffle (x4 and x16 channels) before the x4 trunk.
 _UNSHUFFLE = {4: 1, 2: 2, 1: 4}
@@ -164,15 +166,21 @@ def read_state_dict(path: str | Path) -> tuple[dict[str, torch.Tensor], dict[str
     if not path.is_file():
         raise FileNotFoundError(f"checkpoint not found: {path}")
     if path.suffix == ".safetensors":
-        from safetensors import safe_open
+        from safetensors import SafetensorError, safe_open
 
-        with safe_open(str(path), framework="pt") as f:
-            metadata = f.metadata() or {}
-        return load_file(str(path)), metadata
+        try:
+            with safe_open(str(path), framework="pt") as f:
+                metadata = f.metadata() or {}
+            return load_file(str(path)), metadata
+        except (SafetensorError, OSError) as exc:
+            raise ValueError(f"checkpoint {path} cannot be read (a damaged .safetensors file: {exc})") from None
     try:
         obj = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as err:  # unpickling errors come in many types; one message for all
-        raise ValueError(f"cannot read checkpoint {path}: {str(err).splitlines()[0]}") from None
+    except Exception:  # unpickling errors come in many types (and long texts about torch versions): one message
+        raise ValueError(
+            f"checkpoint {path} cannot be read: not a PyTorch (.pth) file, or damaged; RRDBNet weights are "
+            "BasicSR .pth or .safetensors"
+        ) from None
     return unwrap_state_dict(obj), {}
 
 
@@ -196,9 +204,7 @@ def save_rrdbnet(net: RRDBNet, path: str | Path) -> Path:
     Written to a temporary name and renamed so that an interrupted save never leaves a truncated file.
     """
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
     state = {k: v.detach().to("cpu").contiguous() for k, v in net.state_dict().items()}
-    save_file(state, str(tmp), metadata={"rrdbnet_config": json.dumps(asdict(net.config)), "format": "pt"})
-    tmp.replace(path)
+    with atomic_path(path) as tmp:  # a failed write (a full disk) leaves no torn .tmp behind
+        save_file(state, str(tmp), metadata={"rrdbnet_config": json.dumps(asdict(net.config)), "format": "pt"})
     return path

@@ -22,7 +22,7 @@ from transformers import CLIPTextModel, CLIPTokenizer
 from text2earth.core.paths import relative_model_path
 from text2earth.io.bands import TASKS, DnRange, read_band, replicate
 from text2earth.io.images import load_rgb, to_tensor, to_unit_float
-from text2earth.models.components import Components, load_from_folder
+from text2earth.models.components import Components, load_from_folder, reading_weights
 from text2earth.models.controlnet import controlled_prediction, read_translator
 from text2earth.pipelines.sampling import BranchConditions, Predictor
 from text2earth.pipelines.text2img import Text2EarthPipeline, Text2EarthPipelineOutput
@@ -81,7 +81,8 @@ class Text2EarthControlNetPipeline(Text2EarthPipeline):
             raise ValueError(f"{folder}/translate.json names no base model: pass the model folder")
         if model is None:  # a relative base_model is relative to the translator folder
             base = relative_model_path(base, Path(folder))
-        controlnet = ControlNetModel.from_pretrained(Path(folder) / "controlnet", local_files_only=True)
+        with reading_weights(folder):
+            controlnet = ControlNetModel.from_pretrained(Path(folder) / "controlnet", local_files_only=True)
         return cls.from_parts(load_from_folder(base), controlnet, scheduler), info
 
     @torch.no_grad()

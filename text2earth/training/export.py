@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import pickle
+import zipfile
 from pathlib import Path
 from typing import Any
 
@@ -13,11 +15,32 @@ from text2earth.io.files import write_atomic
 from text2earth.training.ema import ema_weights_from_checkpoint
 
 
-def load_checkpoint(path: str | Path) -> dict[str, Any]:
-    path = Path(path)
+def check_checkpoint_file(path: str | Path) -> Path:
+    """``path`` if it is a whole checkpoint file; else a one-line :class:`UserError` saying what it is.
+
+    Cheap (no load): a torch checkpoint is a zip archive whose directory is written last, so a truncated
+    one (a killed save, a partial copy) has none.
+    """
+    path = Path(path).expanduser()
+    if path.is_dir():
+        raise UserError(f"checkpoint {str(path)!r} is a folder, not a checkpoint file (name its .ckpt)")
     if not path.is_file():
-        raise FileNotFoundError(f"checkpoint {str(path)!r} does not exist")
-    return torch.load(path, map_location="cpu", weights_only=True)
+        raise UserError(f"checkpoint {str(path)!r} does not exist")
+    if not zipfile.is_zipfile(path):
+        with path.open("rb") as f:
+            zip_start = f.read(4) == b"PK\x03\x04"
+        what = "truncated (an interrupted save or copy)" if zip_start else "not a checkpoint written by torch"
+        raise UserError(f"checkpoint {str(path)!r} is {what}")
+    return path
+
+
+def load_checkpoint(path: str | Path) -> dict[str, Any]:
+    path = check_checkpoint_file(path)
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except (RuntimeError, pickle.UnpicklingError, EOFError, OSError) as exc:
+        reason = " ".join(str(exc).split())[:120]
+        raise UserError(f"checkpoint {str(path)!r} cannot be read ({reason})") from None
 
 
 def module_from_checkpoint(checkpoint: dict[str, Any], use_ema: bool = True):
@@ -26,8 +49,9 @@ def module_from_checkpoint(checkpoint: dict[str, Any], use_ema: bool = True):
 
     hparams = checkpoint.get("hyper_parameters")
     if not hparams or "components" not in hparams:
-        raise ValueError(
-            "checkpoint has no LatentDiffusionModule hyper-parameters: was it written by `text2earth train`?"
+        raise UserError(
+            "this checkpoint holds no text-to-image model settings: export takes a checkpoint written by "
+            "`text2earth train` (RUN/checkpoints/last.ckpt)"
         )
     module = LatentDiffusionModule(**hparams)
     module.load_state_dict(checkpoint["state_dict"], strict=hparams.get("save_frozen_in_checkpoint", True))
