@@ -11,6 +11,7 @@ import os
 import sys
 from collections.abc import Sequence
 
+from text2earth.cli import serve as serve_cli
 from text2earth.cli.location import add_location_options, georeference_outputs, resolve_location
 from text2earth.core.errors import USER_ERRORS
 
@@ -277,6 +278,7 @@ def build_parser() -> argparse.ArgumentParser:
     outpaint.set_defaults(func=_outpaint)
 
     register_enhance(sub)
+    serve_cli.add_parser(sub)
     return parser
 
 
