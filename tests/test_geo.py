@@ -163,3 +163,18 @@ def test_generate_at_a_point_centres_it(generated):
         assert src.transform.a == pytest.approx(pixel_size_m(16))
         assert (col, row) == pytest.approx((src.width / 2, src.height / 2), abs=1e-6)
         assert src.index(x + 1e-3, y - 1e-3) == (src.height // 2, src.width // 2)  # the centre pixel
+
+
+def test_translate_writes_its_single_band_tif_as_the_cog(tmp_path):
+    from rio_cogeo.cogeo import cog_validate
+
+    pan = np.random.default_rng(0).integers(1000, 20000, (64, 64), dtype=np.uint16)
+    __import__("PIL.Image", fromlist=["Image"]).fromarray(pan).save(tmp_path / "pan.png")
+    out = tmp_path / "nir.tif"
+    argv = ["translate", str(tmp_path / "pan.png"), "--task", "pan2nir", "--out", str(out), "--bits", "16"]
+    assert cli_main([*argv, "--steps", "1", "--gsd", "10", "--at", "37.67,-75.62", "--device", "cpu"]) == 0
+    assert cog_validate(str(out), quiet=True)[0]
+    with rasterio.open(out) as src:
+        assert (src.count, src.dtypes[0], src.crs.to_epsg()) == (1, "uint16", 3857)
+    item = json.loads((tmp_path / "nir.stac.json").read_text())
+    assert item["properties"]["text2earth:model"] == "pan2nir" and item["assets"]["image"]["href"] == "./nir.tif"

@@ -213,3 +213,21 @@ def test_canvas_placed_on_a_tile_gets_a_cog(folders, tmp_path):
         assert (tif.width, tif.height, tif.count) == (64, 32, 3) and tif.crs.to_epsg() == 3857
         assert tif.transform.a == pytest.approx(40075016.686 / (256 * 2**12))
     assert json.loads((tmp_path / "c.json").read_text())["geo"]["stac"] == str(tmp_path / "c.stac.json")
+
+
+def test_edit_cli_on_a_tile_writes_a_cog(folders, tmp_path):
+    rasterio = pytest.importorskip("rasterio")
+    PIL.Image.fromarray(np.full((32, 32, 3), 90, np.uint8)).save(tmp_path / "tile.png")
+    PIL.Image.fromarray(np.full((32, 32), 255, np.uint8)).save(tmp_path / "mask.png")
+    argv = [
+        "edit",
+        str(tmp_path / "tile.png"),
+        str(tmp_path / "mask.png"),
+        CAPTION,
+        "--model",
+        str(folders / "inpaint"),
+    ]
+    assert cli_main([*argv, "--steps", "1", "--tile", "12/1000/1500", "--out", str(tmp_path / "e.png")]) == 0
+    with rasterio.open(tmp_path / "e.tif") as tif:
+        assert tif.crs.to_epsg() == 3857 and tif.transform.a == pytest.approx(40075016.686 / (256 * 2**12))
+    assert json.loads((tmp_path / "e.stac.json").read_text())["properties"]["text2earth:level"] == "12"
