@@ -13,7 +13,7 @@ DEMO_MODEL := weights/demo
 
 .PHONY: install test test-fast lint format demo demo-train data bench info clean help enhance-train enhance-demo \
 	bench-data data-stats pairs translate-train demo-translate \
-	eval-demo eval-fid eval-clip eval-zsoa eval-resolution eval-rsicd check-rsicd demo-edit
+	eval-demo eval-fid eval-clip eval-zsoa eval-resolution eval-rsicd check-rsicd demo-edit serve
 
 help:
 	@echo "make demo        set up .venv, train the tiny model briefly, sample the shipped demo model"
@@ -32,6 +32,7 @@ help:
 	@echo "make eval-rsicd RSICD=/path/dataset_rsicd.json [EVAL_MODEL=dir CLIP_MODEL=dir]  all metrics on RSICD"
 	@echo "make eval-fid | eval-clip | eval-zsoa | eval-resolution RSICD=...  one metric on RSICD"
 	@echo "make demo-edit   train the tiny inpainting model from $(DEMO_MODEL) on CPU, write an edited tile and a 4x-wide canvas"
+	@echo "make serve       the local web app on the demo model: generate, edit and grow scenes on a map (http://127.0.0.1:8000)"
 	@echo "make lint        ruff"
 
 $(VENV)/.installed: pyproject.toml constraints.txt
@@ -197,3 +198,11 @@ demo-edit: install
 	nice -n 10 $(T2E) train experiment=inpaint_demo trainer.max_steps=$(DEMO_EDIT_STEPS) \
 		hydra.run.dir=$(DEMO_EDIT_RUN)/run export_dir=$(DEMO_EDIT_RUN)/model
 	nice -n 10 $(PY) -m scripts.demo_edit --inpaint-model $(DEMO_EDIT_RUN)/model --model $(DEMO_MODEL) --out outputs/demo
+
+# The local web app (README "On the map") on the shipped demo model. With the inpainting model of
+# `make demo-edit` (outputs/demo_edit/model) edits and growing use it; without it, the demo UNet widened to
+# 9 channels. SERVE_ARGS adds flags, e.g. SERVE_ARGS="--port 8080 --basemap-url https://.../{z}/{x}/{y}.png".
+SERVE_INPAINT ?= $(wildcard $(DEMO_EDIT_RUN)/model/model_index.json)
+SERVE_ARGS ?=
+serve: install ## the local web app on the demo model (http://127.0.0.1:8000)
+	$(T2E) serve --model $(DEMO_MODEL) $(if $(SERVE_INPAINT),--inpaint-model $(DEMO_EDIT_RUN)/model) --steps 20 $(SERVE_ARGS)

@@ -12,6 +12,7 @@ import pytest
 from text2earth.cli.main import main as cli_main
 from text2earth.core.errors import UserError
 from text2earth.core.paths import shipped
+from text2earth.core.resolution import gsd_to_level
 from text2earth.core.webmercator import (
     Location,
     ground_size_m,
@@ -114,7 +115,8 @@ def generated(tmp_path_factory):
         == 0
     )
     assert (
-        cli_main(["generate", "a park", *common, "--gsd", "2", "--at", "48.8556,2.2986", "--out", str(root / "a")]) == 0
+        cli_main(["generate", "a park", *common, "--gsd", "10", "--at", "48.8556,2.2986", "--out", str(root / "a")])
+        == 0
     )
     return root
 
@@ -145,7 +147,7 @@ def test_stac_item_describes_the_output(generated):
     assert item["type"] == "Feature" and item["stac_version"] == "1.0.0"
     assert any("projection" in ext for ext in item["stac_extensions"]) and props["proj:epsg"] == 3857
     assert props["proj:shape"] == [64, 64] and props["text2earth:prompt"] == "a park"
-    assert float(props["text2earth:level"]) == 15 and props["text2earth:seed"] == "0"
+    assert props["text2earth:level"] == 15 and props["text2earth:seed"] == 0
     assert props["text2earth:nominal_gsd_m"] == 4 and props["text2earth:model"] == DEMO
     lat = (item["bbox"][1] + item["bbox"][3]) / 2
     assert props["gsd"] == pytest.approx(pixel_size_m(15) * math.cos(math.radians(lat)), rel=1e-4)
@@ -155,12 +157,13 @@ def test_stac_item_describes_the_output(generated):
 
 
 def test_generate_at_a_point_centres_it(generated):
-    tif = generated / "a" / "000_L16_seed0.tif"
+    tif = generated / "a" / "000_L13.6781_seed0.tif"
     lat, lon = 48.8556, 2.2986
     x, y = TMS.xy(lon, lat)
     with rasterio.open(tif) as src:
         col, row = ~src.transform @ (x, y)
-        assert src.transform.a == pytest.approx(pixel_size_m(16))
+        # the exact level of --gsd 10, not the 6 digits the PNG's text keeps
+        assert src.transform.a == pytest.approx(pixel_size_m(gsd_to_level(10)), rel=1e-12)
         assert (col, row) == pytest.approx((src.width / 2, src.height / 2), abs=1e-6)
         assert src.index(x + 1e-3, y - 1e-3) == (src.height // 2, src.width // 2)  # the centre pixel
 

@@ -230,4 +230,4 @@ def test_edit_cli_on_a_tile_writes_a_cog(folders, tmp_path):
     assert cli_main([*argv, "--steps", "1", "--tile", "12/1000/1500", "--out", str(tmp_path / "e.png")]) == 0
     with rasterio.open(tmp_path / "e.tif") as tif:
         assert tif.crs.to_epsg() == 3857 and tif.transform.a == pytest.approx(40075016.686 / (256 * 2**12))
-    assert json.loads((tmp_path / "e.stac.json").read_text())["properties"]["text2earth:level"] == "12"
+    assert json.loads((tmp_path / "e.stac.json").read_text())["properties"]["text2earth:level"] == 12

@@ -36,7 +36,7 @@ def resolve_location(args: argparse.Namespace, prompt: str | None = None) -> Loc
         return None
     location = Location(at=parse_at(args.at)) if args.at is not None else Location(tile=parse_tile(args.tile))
     require_geo()
-    level = _given_level(args, prompt)
+    level = given_level(args, prompt)
     if level is None and location.tile is not None:
         args.level = float(location.tile[0])
     elif level is None:
@@ -46,7 +46,8 @@ def resolve_location(args: argparse.Namespace, prompt: str | None = None) -> Loc
     return location
 
 
-def _given_level(args: argparse.Namespace, prompt: str | None) -> float | None:
+def given_level(args: argparse.Namespace, prompt: str | None = None) -> float | None:
+    """The exact level the user asked for (``--level``, ``--gsd`` or the prompt prefix), or None."""
     if getattr(args, "level", None) is not None:
         return check_level(args.level)
     if getattr(args, "gsd", None) is not None:
@@ -54,10 +55,13 @@ def _given_level(args: argparse.Namespace, prompt: str | None) -> float | None:
     return parse_prompt(prompt)[1] if prompt else None
 
 
-def georeference_outputs(location: Location | None, images: list[Path], **properties: Any) -> list[dict[str, Any]]:
-    """A COG and a STAC item beside each image (placed by its own size and level); one line printed for each.
+def georeference_outputs(
+    location: Location | None, images: list[Path], level: float | None, **properties: Any
+) -> list[dict[str, Any]]:
+    """A COG and a STAC item beside each image (placed by its own size at ``level``); one line printed for each.
 
-    ``properties`` (prompt, level, seed, model) are defaults; a PNG's own text chunks take precedence.
+    ``properties`` (prompt, seed, model) are defaults; a PNG's own text chunks take precedence. Without a
+    ``level`` the PNG's is used (it is rounded to 6 digits there, so an exact one is passed when known).
     """
     from text2earth.io.geo import georeference
     from text2earth.io.images import load_image, read_png_text
@@ -68,8 +72,12 @@ def georeference_outputs(location: Location | None, images: list[Path], **proper
     for path in images:
         text = read_png_text(path) if path.suffix.lower() == ".png" else {}
         props = {**properties, **{k: text[k] for k in ("prompt", "level", "seed", "model") if k in text}}
+        # Typed in the STAC item: PNG text chunks are strings.
+        props["level"] = float(level if level is not None else props["level"])
+        if "seed" in props:
+            props["seed"] = int(props["seed"])
         width, height = load_image(path).size
-        placement = location.place(float(props["level"]), width, height)
+        placement = location.place(props["level"], width, height)
         props["location"] = location.describe()
         report = georeference(path, placement, props)
         print(

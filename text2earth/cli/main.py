@@ -12,7 +12,7 @@ import sys
 from collections.abc import Sequence
 
 from text2earth.cli import serve as serve_cli
-from text2earth.cli.location import add_location_options, georeference_outputs, resolve_location
+from text2earth.cli.location import add_location_options, georeference_outputs, given_level, resolve_location
 from text2earth.core.errors import USER_ERRORS
 
 
@@ -41,7 +41,7 @@ def _generate(args: argparse.Namespace) -> int:
         lora_scale=args.lora_scale,
     )
     print(f"wrote {len(written) - 1} images and {written[-1]}")
-    georeference_outputs(location, written[:-1], model=args.model)
+    georeference_outputs(location, written[:-1], given_level(args), model=args.model)
     return 0
 
 
@@ -70,7 +70,7 @@ def _translate(args: argparse.Namespace) -> int:
     )
     print(f"{args.task}: {args.input} -> {out}")
     level = resolve_level(args.level, args.gsd)
-    georeference_outputs(location, [out], prompt=args.prompt, level=level, seed=args.seed, model=args.task)
+    georeference_outputs(location, [out], level, prompt=args.prompt, seed=args.seed, model=args.task)
     return 0
 
 
@@ -125,7 +125,7 @@ def _edit(args: argparse.Namespace) -> int:
         device=args.device,
     )
     print(f"wrote {out}")
-    georeference_outputs(location, [out], model=args.model)
+    georeference_outputs(location, [out], given_level(args), model=args.model)
     return 0
 
 
