@@ -105,9 +105,15 @@ def test_edit_keeps_pixels_outside_the_mask_and_grow_adds_a_tile(served, scene):
     assert np.array_equal(image[:, 64 + 8 :], after[:, 8:])  # the old scene, beyond the feather, is kept exactly
     assert [h["op"] for h in grown["history"]] == ["generate", "edit", "extend"]
 
-    # A restart (a new store on the same folder) finds the finished scene as it was.
-    again = SceneStore(app.store.root.parent, geo=app.geo).get(scene["id"])
-    assert (again.version, again.width) == (3, 128)
+    # A restart (a new store on the same folder) finds the finished scene as it was, even after a save that
+    # crashed before its commit (a half-written next version is ignored).
+    folder = app.store.root / scene["id"]
+    (folder / "v4").mkdir()
+    PIL.Image.new("RGB", (8, 8)).save(folder / "v4" / "scene.png")
+    restarted = SceneStore(app.store.root.parent, geo=app.geo)
+    again = restarted.get(scene["id"])
+    assert (again.version, again.width) == (3, 128) and restarted.image(again).shape == (64, 128, 3)
+    assert sorted(p.name for p in folder.glob("v*")) == ["v3", "v4"]  # v1 and v2 were removed after v3 committed
 
 
 @pytest.mark.parametrize(

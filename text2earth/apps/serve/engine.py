@@ -12,6 +12,7 @@ what the untrained inpainting model of ``make demo-edit`` starts from.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import io
 import threading
 from typing import Any
@@ -78,7 +79,7 @@ class Engine:
             assert self._inpaint is not None
             return self._text2img, self._inpaint
 
-    @property
+    @functools.cached_property
     def tile(self) -> int:
         """The model's image side in pixels: every tile the app samples has this size."""
         text2img, _ = self.pipelines()

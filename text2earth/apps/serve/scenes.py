@@ -1,8 +1,9 @@
 """Scenes of the web app, kept on disk: one folder per scene under ``OUT/scenes/ID``.
 
 A scene is a rectangle of pixels on the global pixel grid of its level (Web Mercator), its image and its
-history. Every file is written atomically and ``scene.json`` last, so a scene folder with a
-``scene.json`` is a finished one: a restart loads them all and loses no finished output.
+history. Each version's files go into their own folder ``v{N}/`` (PNG, COG, STAC item); then
+``scene.json`` is replaced atomically to point at version N, and only then are older versions removed.
+So ``scene.json`` always names a complete version: a restart (or a crash mid-save) loses no finished output.
 """
 
 from __future__ import annotations
@@ -10,6 +11,7 @@ from __future__ import annotations
 import json
 import re
 import secrets
+import shutil
 import threading
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -95,21 +97,28 @@ class SceneStore:
             raise NotFound(f"no scene {scene_id!r}")
         return scene
 
+    def _version_dir(self, scene: Scene) -> Path:
+        return self.root / scene.id / f"v{scene.version}"
+
     def image(self, scene: Scene) -> np.ndarray:
-        return np.asarray(load_rgb(self.root / scene.id / "scene.png"))
+        return np.asarray(load_rgb(self._version_dir(scene) / "scene.png"))
 
     def save(self, scene: Scene, image: np.ndarray, action: dict[str, Any]) -> Scene:
-        """Write the scene's PNG (+ COG and STAC item with ``[geo]``), then its JSON: the commit point."""
-        folder = self.root / scene.id
+        """Write the next version's PNG (+ COG and STAC item with ``[geo]``), then the JSON: the commit point."""
         scene.version += 1
         scene.history.append(action)
         scene.height, scene.width = image.shape[:2]
+        version = self._version_dir(scene)
+        shutil.rmtree(version, ignore_errors=True)  # the leftovers of a save that crashed before its commit
         text = image_text(scene.prompt, scene.level, seed=scene.seed, model=scene.model, version=scene.version)
-        png = save_png(image, folder / "scene.png", text)
+        png = save_png(image, version / "scene.png", text)
         if self.geo:
             properties = {"prompt": scene.prompt, "level": scene.level, "seed": scene.seed, "model": scene.model}
             georeference(png, scene.placement, properties)
-        write_atomic(folder / "scene.json", json.dumps(asdict(scene), indent=2).encode())
+        write_atomic(version.parent / "scene.json", json.dumps(asdict(scene), indent=2).encode())
+        for old in version.parent.glob("v*"):
+            if old != version:
+                shutil.rmtree(old, ignore_errors=True)
         with self._lock:
             self._scenes[scene.id] = scene
         return scene
@@ -117,7 +126,7 @@ class SceneStore:
     def file(self, scene_id: str, name: str) -> Path:
         """A downloadable file of a scene; never a path outside that scene's folder."""
         scene = self.get(scene_id)
-        folder = (self.root / scene.id).resolve()
+        folder = (self.root / scene.id if name == "scene.json" else self._version_dir(scene)).resolve()
         path = (folder / name).resolve()
         if name not in DOWNLOADS or path.parent != folder or not path.is_file():
             raise NotFound(f"scene {scene_id} has no file {name!r} (downloads: {', '.join(DOWNLOADS)})")
