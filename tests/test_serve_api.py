@@ -233,3 +233,9 @@ def test_serve_cli_refuses_bad_settings_in_one_line(flags, needle, capsys):
     assert cli_main(["serve", *flags]) == 2
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and needle in err
+
+
+def test_a_bad_overlap_fails_at_start(tmp_path):
+    settings = Settings(str(shipped("demo")), None, steps=2, guidance=4.0, overlap=10, feather=4, device="cpu")
+    with pytest.raises(ValueError, match="overlap must be a non-negative multiple of 4"):
+        build_app(settings, tmp_path, queue_size=1, basemap_url=None, outlines={})

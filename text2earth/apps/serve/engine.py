@@ -30,6 +30,7 @@ from text2earth.io.device import inference_dtype, pick_device
 from text2earth.io.images import to_uint8
 from text2earth.models.components import load_from_folder
 from text2earth.models.inpainting import inpainting_unet_from
+from text2earth.pipelines.canvas import check_canvas
 from text2earth.pipelines.inpaint import Text2EarthInpaintPipeline
 from text2earth.pipelines.outpaint import outpaint_tiles
 from text2earth.pipelines.sampling import unet_predictor
@@ -84,6 +85,13 @@ class Engine:
         """The model's image side in pixels: every tile the app samples has this size."""
         text2img, _ = self.pipelines()
         return text2img.unet.config.sample_size * text2img.vae_scale_factor
+
+    @functools.cached_property
+    def overlap(self) -> int:
+        """Pixels a new tile overlaps the scene when growing (a quarter tile unless set); checked at start."""
+        overlap = self.settings.overlap if self.settings.overlap is not None else self.tile // 4
+        check_canvas(2 * self.tile, self.tile, self.tile, overlap, self.pipelines()[0].vae_scale_factor)
+        return overlap
 
     # ------------------------------------------------------------------ input checks (before queueing)
     def check_generate(self, body: dict[str, Any]) -> dict[str, Any]:
@@ -200,7 +208,7 @@ class Engine:
                 width=width,
                 height=height,
                 tile=tile,
-                overlap=self.settings.overlap if self.settings.overlap is not None else tile // 4,
+                overlap=self.overlap,
                 level=scene.level,
                 init=PIL.Image.fromarray(self.store.image(scene)),
                 init_at=init_at,

@@ -65,6 +65,7 @@ def build_app(
     store = SceneStore(out, geo=geo)
     engine = Engine(settings, store)
     engine.pipelines()  # load now: the first request should not wait for the weights
+    engine.overlap  # noqa: B018 (a bad --overlap fails here, in one line, not in the first grow)
     return App(
         engine=engine,
         store=store,
