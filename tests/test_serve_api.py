@@ -239,3 +239,27 @@ def test_a_bad_overlap_fails_at_start(tmp_path):
     settings = Settings(str(shipped("demo")), None, steps=2, guidance=4.0, overlap=10, feather=4, device="cpu")
     with pytest.raises(ValueError, match="overlap must be a non-negative multiple of 4"):
         build_app(settings, tmp_path, queue_size=1, basemap_url=None, outlines={})
+
+
+def test_an_inpainting_model_folder_serves_edits(tmp_path):
+    import dataclasses
+
+    from text2earth.apps.serve.jobs import Job
+    from text2earth.models.components import load_from_folder, save_folder
+    from text2earth.models.inpainting import inpainting_unet_from
+
+    parts = load_from_folder(shipped("demo"))
+    folder = save_folder(dataclasses.replace(parts, unet=inpainting_unet_from(parts.unet)), tmp_path / "inpaint")
+    settings = Settings(str(shipped("demo")), str(folder), steps=1, guidance=4.0, overlap=None, feather=4, device="cpu")
+    app = build_app(settings, tmp_path / "out", queue_size=1, basemap_url=None, outlines={})
+    assert app.config()["inpaint_model"] == str(folder) and app.engine.pipelines()[1].unet.config.in_channels == 9
+    scene_id = app.engine.run(
+        Job("g", "generate", app.engine.check_generate({"prompt": "x", "level": 12, "lat": 1, "lon": 1}))
+    )
+    mask = np.zeros((64, 64), np.uint8)
+    mask[:32] = 255
+    edit = app.engine.check_edit({"scene_id": scene_id, "prompt": "y", "mask": png_data_url(mask)})
+    before = app.store.image(app.store.get(scene_id))
+    assert app.engine.run(Job("e", "edit", edit)) == scene_id
+    after = app.store.image(app.store.get(scene_id))
+    assert np.array_equal(after[40:], before[40:]) and app.store.get(scene_id).version == 2
