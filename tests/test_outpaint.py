@@ -179,7 +179,7 @@ def test_edit_cli_writes_png_and_rejects_bad_input(folders, tmp_path, capsys):
 
 
 def test_outpaint_cli_both_modes(folders, tmp_path, capsys):
-    common = ["--gsd", "10", "--width", "96", "--height", "32", "--tile", "32", "--overlap", "8", "--steps", "2"]
+    common = ["--gsd", "10", "--width", "96", "--height", "32", "--window", "32", "--overlap", "8", "--steps", "2"]
     for mode, model in (("tiles", "inpaint"), ("joint", "t2i")):
         out = tmp_path / f"{mode}.png"
         argv = ["outpaint", CAPTION, "--model", str(folders / model), "--mode", mode, *common, "--out", str(out)]
@@ -194,22 +194,40 @@ def test_outpaint_cli_both_modes(folders, tmp_path, capsys):
     assert cli_main([*bad, "--init", str(out), "--out", str(tmp_path / "x.png")]) == 2
     assert "--mode tiles" in capsys.readouterr().err
     odd = ["outpaint", CAPTION, "--model", str(folders / "inpaint"), "--gsd", "10", "--width", "90", "--height", "32"]
-    assert cli_main([*odd, "--tile", "32", "--overlap", "8", "--out", str(tmp_path / "x.png")]) == 2
+    assert cli_main([*odd, "--window", "32", "--overlap", "8", "--out", str(tmp_path / "x.png")]) == 2
     assert "multiple of 4" in capsys.readouterr().err
 
 
-def test_geotiff_only_when_rasterio_is_installed(folders, tmp_path):
+def test_canvas_placed_on_a_tile_gets_a_cog(folders, tmp_path):
+    rasterio = pytest.importorskip("rasterio")
     from text2earth.apps.edit import make_canvas, save_canvas
+    from text2earth.core.webmercator import Location
 
     canvas = make_canvas(
-        CAPTION, str(folders / "t2i"), 64, 32, 32, 8, mode="joint", gsd_m=2.0, steps=1, show_progress=False
+        CAPTION, str(folders / "t2i"), 64, 32, 32, 8, mode="joint", level=12, steps=1, show_progress=False
     )
-    report = save_canvas(canvas, tmp_path / "c.png", model="t2i", seed=0)
-    try:
-        import rasterio
-    except ImportError:
-        assert report["geotiff"] is None and not (tmp_path / "c.tif").exists()
-        return
-    with rasterio.open(report["geotiff"]) as tif:
-        assert (tif.width, tif.height, tif.count) == (64, 32, 3)
-        assert tif.transform.a == pytest.approx(2.0) and tif.transform.e == pytest.approx(-2.0)
+    assert "geo" not in save_canvas(canvas, tmp_path / "plain.png", model="t2i", seed=0)
+    assert not (tmp_path / "plain.tif").exists()
+    report = save_canvas(canvas, tmp_path / "c.png", model="t2i", seed=0, location=Location(tile=(12, 2100, 1400)))
+    with rasterio.open(report["geo"]["cog"]) as tif:
+        assert (tif.width, tif.height, tif.count) == (64, 32, 3) and tif.crs.to_epsg() == 3857
+        assert tif.transform.a == pytest.approx(40075016.686 / (256 * 2**12))
+    assert json.loads((tmp_path / "c.json").read_text())["geo"]["stac"] == str(tmp_path / "c.stac.json")
+
+
+def test_edit_cli_on_a_tile_writes_a_cog(folders, tmp_path):
+    rasterio = pytest.importorskip("rasterio")
+    PIL.Image.fromarray(np.full((32, 32, 3), 90, np.uint8)).save(tmp_path / "tile.png")
+    PIL.Image.fromarray(np.full((32, 32), 255, np.uint8)).save(tmp_path / "mask.png")
+    argv = [
+        "edit",
+        str(tmp_path / "tile.png"),
+        str(tmp_path / "mask.png"),
+        CAPTION,
+        "--model",
+        str(folders / "inpaint"),
+    ]
+    assert cli_main([*argv, "--steps", "1", "--tile", "12/1000/1500", "--out", str(tmp_path / "e.png")]) == 0
+    with rasterio.open(tmp_path / "e.tif") as tif:
+        assert tif.crs.to_epsg() == 3857 and tif.transform.a == pytest.approx(40075016.686 / (256 * 2**12))
+    assert json.loads((tmp_path / "e.stac.json").read_text())["properties"]["text2earth:level"] == 12

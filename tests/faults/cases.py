@@ -128,7 +128,7 @@ T2I = "--model {model} --gsd 10 --steps 1 --height 32 --width 32"
 GEN = f"generate fields {T2I} --n 1"
 GEN_NO_MODEL = "generate fields --gsd 10 --steps 1 --height 32 --width 32 --n 1"
 EDIT = "edit {rgb} {mask} houses --model {inpaint} --gsd 10 --steps 1"
-OUTPAINT = "outpaint fields --model {inpaint} --gsd 10 --steps 1 --width 64 --height 32 --tile 32 --overlap 8"
+OUTPAINT = "outpaint fields --model {inpaint} --gsd 10 --steps 1 --width 64 --height 32 --window 32 --overlap 8"
 TRANSLATE = "translate {gray} --task pan2rgb --steps 1"
 EXPORT = "export"
 TRAIN = "train hydra.run.dir={out} paths.data_dir={root}/nodata"
@@ -222,8 +222,8 @@ CASES: list[Case] = [
     ),
     err(
         "outpaint/tile-zero",
-        f"{OUTPAINT} --out {{out_png}}".replace("--tile 32", "--tile 0"),
-        "--tile must be at least 1",
+        f"{OUTPAINT} --out {{out_png}}".replace("--window 32", "--window 0"),
+        "--window must be at least 1",
     ),
     err("outpaint/overlap-too-big", f"{OUTPAINT} --out {{out_png}}".replace("--overlap 8", "--overlap 32"), "overlap"),
     err("outpaint/overlap-negative", f"{OUTPAINT} --out {{out_png}}".replace("--overlap 8", "--overlap -4"), "overlap"),

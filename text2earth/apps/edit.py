@@ -1,7 +1,7 @@
-"""`text2earth edit` and `text2earth outpaint`: load a model folder, run a pipeline, write PNGs (+ GeoTIFF).
+"""`text2earth edit` and `text2earth outpaint`: load a model folder, run a pipeline, write PNGs.
 
-A GeoTIFF of a canvas is written only when ``rasterio`` is importable (it is not a dependency): its
-pixel size is the canvas's gsd, with no geographic location (the model knows none).
+A canvas placed on the map (a :class:`~text2earth.core.webmercator.Location`) also gets a COG in
+EPSG:3857 and a STAC item (:mod:`text2earth.io.geo`, the ``[geo]`` extra).
 """
 
 from __future__ import annotations
@@ -9,12 +9,13 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-import numpy as np
 import torch
 
 from text2earth.core.resolution import level_to_gsd
+from text2earth.core.webmercator import Location
 from text2earth.io.device import inference_dtype, pick_device
-from text2earth.io.files import atomic_path, write_atomic
+from text2earth.io.files import write_atomic
+from text2earth.io.geo import georeference
 from text2earth.io.images import image_to_tensor, load_image, load_rgb, mask_to_tensor, save_png
 from text2earth.io.pngmeta import image_text
 from text2earth.pipelines.outpaint import MODES, Canvas
@@ -60,27 +61,6 @@ def edit_to_file(
     )
     text = image_text(result.prompts[0], result.levels[0], seed=seed, model=model, steps=steps, paste_back=paste_back)
     return save_png(result.images[0], out, text)
-
-
-def write_geotiff(image: np.ndarray, path: str | Path, gsd_m: float) -> Path | None:
-    """A 3-band GeoTIFF with ``gsd_m`` metre pixels, or None when rasterio is not installed."""
-    try:
-        import rasterio
-        from rasterio.transform import from_origin
-    except ImportError:
-        return None
-    height, width = image.shape[:2]
-    profile = {
-        "driver": "GTiff",
-        "width": width,
-        "height": height,
-        "count": 3,
-        "dtype": "uint8",
-        "transform": from_origin(0.0, height * gsd_m, gsd_m, gsd_m),
-    }
-    with atomic_path(path) as tmp, rasterio.open(tmp, "w", **profile) as dst:
-        dst.write(np.moveaxis(image, -1, 0))
-    return Path(path)
 
 
 def make_canvas(
@@ -136,8 +116,11 @@ def make_canvas(
     return outpaint_joint(pipe, prompt, **common)
 
 
-def save_canvas(canvas: Canvas, out: str | Path, model: str, seed: int) -> dict[str, object]:
-    """PNG (metadata + seam figures in its text chunks), a ``.json`` beside it, and a GeoTIFF when possible."""
+def save_canvas(
+    canvas: Canvas, out: str | Path, model: str, seed: int, location: Location | None = None
+) -> dict[str, object]:
+    """PNG (metadata + seam figures in its text chunks) and a ``.json`` beside it; placed at ``location``,
+    a COG and a STAC item too (their paths and the pixel sizes under ``geo`` in the report)."""
     out = Path(out)
     seams = canvas.seams
     report = {
@@ -156,8 +139,10 @@ def save_canvas(canvas: Canvas, out: str | Path, model: str, seed: int) -> dict[
         canvas.caption, canvas.level, seed=seed, model=model, mode=canvas.mode, seam_ratio=report["seam_ratio"]
     )
     report["png"] = str(save_png(canvas.image, out, text))
-    gsd = level_to_gsd(canvas.level)
-    tif = write_geotiff(canvas.image, out.with_suffix(".tif"), gsd) if gsd is not None else None
-    report["geotiff"] = None if tif is None else str(tif)
+    if location is not None:
+        height, width = canvas.image.shape[:2]
+        placement = location.place(canvas.level, width, height)
+        properties = {"prompt": canvas.caption, "level": canvas.level, "seed": seed, "model": model}
+        report["geo"] = georeference(out, placement, {**properties, "location": location.describe()})
     write_atomic(out.with_suffix(".json"), json.dumps(report, indent=2).encode())
     return report

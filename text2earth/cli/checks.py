@@ -55,10 +55,18 @@ def before_edit(args: argparse.Namespace) -> None:
 
 def before_outpaint(args: argparse.Namespace) -> None:
     pick_device(args.device)  # cheap; a missing GPU is reported before any model loads
-    positive(steps=args.steps, width=args.width, height=args.height, tile=args.tile)
-    if not 0 <= args.overlap < args.tile:
-        raise UserError(f"--overlap must lie in 0..{args.tile - 1} (less than --tile {args.tile}), got {args.overlap}")
-    check_output_file(args.out, PNG, what="the canvas (with its .json report and .tif beside it)")
+    positive(
+        steps=args.steps,
+        width=args.width,
+        height=args.height,
+        window=args.window,
+        windows_per_call=args.windows_per_call,
+    )
+    if not 0 <= args.overlap < args.window:
+        raise UserError(
+            f"--overlap must lie in 0..{args.window - 1} (less than --window {args.window}), got {args.overlap}"
+        )
+    check_output_file(args.out, PNG, what="the canvas (with its .json report beside it)")
 
 
 def before_translate(args: argparse.Namespace) -> None:

@@ -12,6 +12,8 @@ import sys
 from collections.abc import Sequence
 
 from text2earth.cli import checks
+from text2earth.cli import serve as serve_cli
+from text2earth.cli.location import add_location_options, georeference_outputs, given_level, resolve_location
 from text2earth.core.errors import USER_ERRORS
 
 
@@ -19,6 +21,7 @@ def _generate(args: argparse.Namespace) -> int:
     from text2earth.apps.generate import generate_to_folder
 
     checks.before_generate(args)
+    location = resolve_location(args, args.prompt[0])
     written = generate_to_folder(
         prompts=args.prompt,
         model=args.model,
@@ -42,14 +45,17 @@ def _generate(args: argparse.Namespace) -> int:
         log=print,
     )
     print(f"wrote {len(written) - 1} images and {written[-1]}")
+    georeference_outputs(location, written[:-1], given_level(args), model=args.model)
     return 0
 
 
 def _translate(args: argparse.Namespace) -> int:
     from text2earth.apps.translate import translate_file
     from text2earth.core.paths import shipped
+    from text2earth.core.resolution import resolve_level
 
     checks.before_translate(args)
+    location = resolve_location(args, args.prompt)
     out = translate_file(
         args.task,
         args.input,
@@ -68,6 +74,8 @@ def _translate(args: argparse.Namespace) -> int:
         device=args.device,
     )
     print(f"{args.task}: {args.input} -> {out}")
+    level = resolve_level(args.level, args.gsd)
+    georeference_outputs(location, [out], level, prompt=args.prompt, seed=args.seed, model=args.task)
     return 0
 
 
@@ -107,6 +115,7 @@ def _edit(args: argparse.Namespace) -> int:
     from text2earth.apps.edit import edit_to_file
 
     checks.before_edit(args)
+    location = resolve_location(args, args.prompt)
     out = edit_to_file(
         args.image,
         args.mask,
@@ -123,6 +132,7 @@ def _edit(args: argparse.Namespace) -> int:
         device=args.device,
     )
     print(f"wrote {out}")
+    georeference_outputs(location, [out], given_level(args), model=args.model)
     return 0
 
 
@@ -130,12 +140,13 @@ def _outpaint(args: argparse.Namespace) -> int:
     from text2earth.apps.edit import make_canvas, save_canvas
 
     checks.before_outpaint(args)
+    location = resolve_location(args, args.prompt)
     canvas = make_canvas(
         args.prompt,
         model=args.model,
         width=args.width,
         height=args.height,
-        tile=args.tile,
+        tile=args.window,
         overlap=args.overlap,
         mode=args.mode,
         level=args.level,
@@ -148,9 +159,10 @@ def _outpaint(args: argparse.Namespace) -> int:
         device=args.device,
         windows_per_call=args.windows_per_call,
     )
-    report = save_canvas(canvas, args.out, model=args.model, seed=args.seed)
-    tif = f" and {report['geotiff']}" if report["geotiff"] else " (no GeoTIFF: rasterio is not installed)"
-    print(f"wrote {report['png']}{tif}")
+    report = save_canvas(canvas, args.out, model=args.model, seed=args.seed, location=location)
+    geo = report.get("geo")
+    placed = f" and {geo['cog']} + {geo['stac']}" if geo else " (no COG: give --at or --tile to place it on the map)"
+    print(f"wrote {report['png']}{placed}")
     print(
         f"seam visibility ({report['mode']}, {report['tiles']} tiles): {report['seam_ratio']:.3f} "
         f"(mean gradient across seams {report['seam_gradient']:.4f} / inside tiles {report['inside_gradient']:.4f}; 1.0 = invisible)"
@@ -197,6 +209,7 @@ def build_parser() -> argparse.ArgumentParser:
         "(the first call compiles: minutes on a CPU)",
     )
     gen.add_argument("--out", required=True, help="output folder")
+    add_location_options(gen)
     gen.set_defaults(func=_generate)
 
     tr = sub.add_parser("translate", help="image-to-image translation with a ControlNet (pan2rgb, nir2rgb, ...)")
@@ -222,6 +235,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     tr.add_argument("--bits", type=int, default=8, choices=(8, 16), help="bit depth of a single-band output")
     tr.add_argument("--device", default=None)
+    add_location_options(tr)
     tr.set_defaults(func=_translate)
 
     train = sub.add_parser("train", help="train with Hydra: text2earth train experiment=demo key=value ...")
@@ -259,6 +273,7 @@ def build_parser() -> argparse.ArgumentParser:
     _sampling_options(edit, "a local folder holding a 9-channel inpainting UNet (Text2Earth-inpainting layout)")
     edit.add_argument("--paste-back", action="store_true", help="keep unmasked pixels exactly (feathered edge)")
     edit.add_argument("--out", required=True, help="output PNG")
+    add_location_options(edit)
     edit.set_defaults(func=_edit)
 
     outpaint = sub.add_parser("outpaint", help="an unbounded scene: a canvas grown from tiles at one resolution")
@@ -272,7 +287,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     outpaint.add_argument("--width", type=int, required=True)
     outpaint.add_argument("--height", type=int, required=True)
-    outpaint.add_argument("--tile", type=int, default=256, help="tile side in pixels (the model's image size)")
+    outpaint.add_argument(
+        "--window", type=int, default=256, help="side of each sampling window in pixels (the model's image size)"
+    )
     outpaint.add_argument("--overlap", type=int, default=64)
     outpaint.add_argument(
         "--windows-per-call",
@@ -281,10 +298,14 @@ def build_parser() -> argparse.ArgumentParser:
         help="windows denoised in one UNet batch (same canvas; more is faster on a GPU)",
     )
     outpaint.add_argument("--init", default=None, help="image placed at the top-left corner to grow from (tiles mode)")
-    outpaint.add_argument("--out", required=True, help="output PNG (a .tif GeoTIFF and a .json report beside it)")
+    outpaint.add_argument(
+        "--out", required=True, help="output PNG (a .json report beside it; with --at/--tile a COG + STAC item)"
+    )
+    add_location_options(outpaint)
     outpaint.set_defaults(func=_outpaint)
 
     register_enhance(sub)
+    serve_cli.add_parser(sub)
     return parser
 
 

@@ -4,7 +4,8 @@ Two ways, both on the one sampling loop:
 - ``tiles``: grow the canvas tile by tile with the inpainting model. Each tile's mask is the part of
   the canvas that is still empty; the new pixels fill it and blend into what is already there over
   ``feather`` pixels of the known side (known pixels farther from the new area stay exact). An
-  ``init`` image seeds the top-left corner.
+  ``init`` image seeds the canvas (at the top-left corner, or at ``init_at``: the web app grows a scene
+  westwards or northwards that way).
 - ``joint`` (MultiDiffusion, Bar-Tal et al. 2023): the text-to-image model denoises the whole canvas
   at once; each step its prediction is computed on every overlapping tile window and averaged where
   windows overlap. That is just another ``predict`` callable for :func:`~text2earth.pipelines.sampling.denoise`.
@@ -23,7 +24,7 @@ from text2earth.io.images import to_uint8
 from text2earth.models.inpainting import is_inpainting_unet
 from text2earth.pipelines.canvas import SeamReport, check_canvas, seam_visibility, tile_grid
 from text2earth.pipelines.inpaint import Text2EarthInpaintPipeline, feather_weights
-from text2earth.pipelines.sampling import BranchConditions, Predictor, unet_predictor
+from text2earth.pipelines.sampling import BranchConditions, Predictor, StepCallback, unet_predictor
 from text2earth.pipelines.text2img import SamplingRequest, Text2EarthPipeline
 
 MODES = ("tiles", "joint")
@@ -114,12 +115,15 @@ def outpaint_tiles(
     seed: int = 0,
     feather: int = 8,
     windows_per_call: int = 1,
+    init_at: tuple[int, int] = (0, 0),
+    callback: StepCallback | None = None,
 ) -> Canvas:
     """Grow a ``width`` x ``height`` canvas tile by tile with the inpainting model (tile ``i`` uses seed ``seed + i``).
 
-    ``windows_per_call`` tiles that do not overlap are painted in one batch (:func:`tile_waves`): the same
-    canvas as one tile at a time, in fewer UNet calls. One bar over the tiles (following
-    ``pipe.set_progress_bar_config``); the per-tile sampling stays quiet.
+    ``init`` goes at pixel ``init_at = (x, y)``. ``windows_per_call`` tiles that do not overlap are painted in
+    one batch (:func:`tile_waves`): the same canvas as one tile at a time, in fewer UNet calls. One bar over the
+    tiles (following ``pipe.set_progress_bar_config``); the per-tile sampling stays quiet. ``callback`` is
+    passed to every sampling loop (progress, cancellation).
     """
     if windows_per_call < 1:
         raise ValueError(f"windows_per_call must be at least 1, got {windows_per_call}")
@@ -130,9 +134,10 @@ def outpaint_tiles(
     if init is not None:
         seed_image = np.asarray(init.convert("RGB"))
         h, w = seed_image.shape[:2]
-        if h > height or w > width:
-            raise ValueError(f"init image is {w}x{h} pixels, larger than the {width}x{height} canvas")
-        canvas[:h, :w], known[:h, :w] = seed_image, True
+        x0, y0 = init_at
+        if x0 < 0 or y0 < 0 or y0 + h > height or x0 + w > width:
+            raise ValueError(f"init image is {w}x{h} pixels at {init_at}: it does not fit the {width}x{height} canvas")
+        canvas[y0 : y0 + h, x0 : x0 + w], known[y0 : y0 + h, x0 : x0 + w] = seed_image, True
     tiles = tile_grid(width, height, tile, overlap)
     # Batches of tiles that do not depend on each other (one wave), at most windows_per_call at a time.
     batches = [
@@ -157,6 +162,7 @@ def outpaint_tiles(
                 guidance_scale=guidance_scale,
                 generator=[torch.Generator().manual_seed(seed + i) for i, _ in todo],
                 output_type="pt",
+                callback=callback,
             )
         for (_, window), image in zip(todo, out.images, strict=True):
             # The new pixels blend into the known ones over `feather` pixels on the known side (the
