@@ -157,6 +157,7 @@ def _level_or_gsd(parser: argparse.ArgumentParser) -> None:
 
 def build_parser() -> argparse.ArgumentParser:
     from text2earth.cli.data import register as register_data_tools
+    from text2earth.cli.clip import add_parser as add_clip_parser
     from text2earth.cli.enhance import register as register_enhance
 
     parser = argparse.ArgumentParser(prog="text2earth", description="Text-driven remote-sensing image generation.")
@@ -258,6 +259,7 @@ def build_parser() -> argparse.ArgumentParser:
     outpaint.set_defaults(func=_outpaint)
 
     register_enhance(sub)
+    add_clip_parser(sub)
     return parser
 
 
