@@ -225,7 +225,9 @@ def test_finetune_a_siglip_folder_through_hydra_and_export(siglip_folder, embedd
     exported = tmp_path / "run" / "model"
     before, after = SiglipModel.from_pretrained(siglip_folder), SiglipModel.from_pretrained(exported)
     assert float(after.logit_bias) == pytest.approx(-3.0, abs=0.01)  # the folder's own bias, not SigLIP's init
-    changed = [not torch.equal(a, b) for a, b in zip(before.state_dict().values(), after.state_dict().values())]
+    changed = [
+        not torch.equal(a, b) for a, b in zip(before.state_dict().values(), after.state_dict().values(), strict=True)
+    ]
     assert any(changed)  # one optimiser step moved the weights
     assert load_image_text_model(exported).kind == "siglip"
 

@@ -33,8 +33,8 @@ def _descriptions(path: str | None) -> dict[str, Any] | None:
 
 def _classify(args: argparse.Namespace) -> int:
     from text2earth.eval.zero_shot import DEFAULT_TEMPLATES, classify_folder, confusion_image, read_class_folders
-    from text2earth.io.files import atomic_path
     from text2earth.io.device import pick_device
+    from text2earth.io.files import atomic_path
     from text2earth.models.rsclip import load_image_text_model
 
     dataset = read_class_folders(args.dataset, args.limit_per_class)  # bad folders fail before the model loads

@@ -156,8 +156,8 @@ def _level_or_gsd(parser: argparse.ArgumentParser) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from text2earth.cli.data import register as register_data_tools
     from text2earth.cli.clip import add_parser as add_clip_parser
+    from text2earth.cli.data import register as register_data_tools
     from text2earth.cli.enhance import register as register_enhance
 
     parser = argparse.ArgumentParser(prog="text2earth", description="Text-driven remote-sensing image generation.")
