@@ -198,6 +198,14 @@ def test_tiny_preset_export_loads_in_plain_transformers(tmp_path):
 
     for key, value in get_preset("tiny")["text_encoder"].items():
         assert getattr(plain.config.text_config, key) == value
+    # ... and the demo's components take it (make demo-train DEMO_TEXT_ENCODER=...).
+    from text2earth.models.components import ModelFolderError, build_components
+
+    tower = build_components(preset="tiny", text_encoder_folder=str(folder)).text_encoder
+    for name, value in tower.named_parameters():
+        torch.testing.assert_close(value, plain.text_model.get_parameter(name))
+    with pytest.raises(ModelFolderError, match="no config.json"):
+        build_components(preset="tiny", text_encoder_folder=str(tmp_path))
 
 
 def test_finetune_a_siglip_folder_through_hydra_and_export(siglip_folder, embedded_small, tmp_path):
