@@ -14,7 +14,7 @@ DEMO_MODEL := weights/demo
 .PHONY: install test test-fast lint format demo demo-train data bench info clean help enhance-train enhance-demo \
 	bench-data data-stats pairs translate-train demo-translate \
 	eval-demo eval-fid eval-clip eval-zsoa eval-resolution eval-rsicd check-rsicd demo-edit \
-	rsclip-train rsclip-embedded eval-rsclip
+	rsclip-train rsclip-embedded eval-rsclip caption-control
 
 help:
 	@echo "make demo        set up .venv, train the tiny model briefly, sample the shipped demo model"
@@ -36,6 +36,7 @@ help:
 	@echo "make rsclip-train     the recipe of the shipped tiny image-text model (weights/rsclip_tiny; CPU)"
 	@echo "make rsclip-embedded  zero-shot classes of the held-out embedded tiles with weights/rsclip_tiny"
 	@echo "make eval-rsclip DATA=/path/AID MODEL=/path/Git-RSCLIP  zero-shot top-1/top-5 on a class-folder dataset"
+	@echo "make caption-control  how often weights/rsclip_tiny names the prompt's class on tiles of weights/demo"
 	@echo "make lint        ruff"
 
 $(VENV)/.installed: pyproject.toml constraints.txt
@@ -224,3 +225,9 @@ rsclip-embedded: install ## zero-shot scene classes of the held-out embedded til
 eval-rsclip: install ## zero-shot top-1/top-5 of MODEL (a SiglipModel / CLIPModel folder) on DATA (class subfolders)
 	@test -n "$(DATA)" -a -n "$(MODEL)" || { echo "usage: make eval-rsclip DATA=/path/AID MODEL=/path/Git-RSCLIP"; exit 2; }
 	$(T2E) clip classify $(DATA) --model $(MODEL) --out outputs/eval_rsclip/$(notdir $(DATA))
+
+CAPTION_MODEL ?= $(DEMO_MODEL)
+caption-control: install ## per prompt class: generated tiles of CAPTION_MODEL that weights/rsclip_tiny names as that class
+	test -d data/embedded || $(T2E) data build-embedded --out data/embedded
+	OMP_NUM_THREADS=1 $(PY) -m scripts.caption_control --model $(CAPTION_MODEL) --classifier $(RSCLIP_MODEL) \
+		--n 16 --out outputs/caption_control/$(notdir $(CAPTION_MODEL))
