@@ -191,7 +191,8 @@ def load_image_text_model(folder: str | Path, device: str | torch.device = "cpu"
     model_class = SiglipModel if config.model_type == "siglip" else CLIPModel
     model = model_class.from_pretrained(folder, local_files_only=True).eval().to(device)
     image_size = int(config.vision_config.image_size)
-    if (folder / "preprocessor_config.json").is_file():
+    # Published folders hold preprocessor_config.json; processors saved by transformers 5 hold processor_config.json.
+    if any((folder / name).is_file() for name in ("preprocessor_config.json", "processor_config.json")):
         from transformers import AutoImageProcessor
 
         processor = AutoImageProcessor.from_pretrained(folder, local_files_only=True)
