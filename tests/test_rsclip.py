@@ -142,6 +142,7 @@ for g in (scale.grad, bias.grad):
     dist.all_reduce(g)
 torch.save({"loss": mean_loss / world, "images": images.grad, "texts": texts.grad,
             "scale": scale.grad / world, "bias": bias.grad / world}, f"{sys.argv[2]}/rank{rank}.pt")
+dist.barrier()
 dist.destroy_process_group()
 """
 

@@ -3,17 +3,39 @@
 Every image of the global batch is scored against every text of the global batch: a pair is positive on the
 diagonal, negative elsewhere, and the loss is ``-sum log sigmoid(z * logit)`` over all pairs divided by the
 *global* batch size. Each rank scores its own images against the texts of all ranks, gathered *with*
-gradients (``torch.distributed.nn.functional.all_gather``: its backward sums every rank's gradient into the
-text that rank contributed). Each rank returns ``its pairs' sum / its local batch``; DDP averages gradients
+gradients (:class:`GatherWithGradients`: its backward sums every rank's gradient into the text that rank
+contributed). Each rank returns ``its pairs' sum / its local batch``; DDP averages gradients
 over ranks, so the update is the gradient of the global loss whatever the split (big_vision normalises the
 same way). transformers' ``SiglipModel(return_loss=True)`` uses the local batch only.
 """
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 import torch.distributed as dist
 import torch.nn.functional as F
+
+
+class GatherWithGradients(torch.autograd.Function):
+    """``all_gather`` along dim 0 whose backward hands each rank the sum over ranks of the gradient of its slice.
+
+    One all-reduce of the gathered gradient: works on every backend (gloo has no reduce-scatter).
+    """
+
+    @staticmethod
+    def forward(ctx: Any, x: torch.Tensor) -> torch.Tensor:
+        parts = [torch.empty_like(x) for _ in range(dist.get_world_size())]
+        dist.all_gather(parts, x.contiguous())
+        ctx.rank, ctx.n = dist.get_rank(), x.shape[0]
+        return torch.cat(parts)
+
+    @staticmethod
+    def backward(ctx: Any, grad: torch.Tensor) -> torch.Tensor:
+        grad = grad.contiguous().clone()
+        dist.all_reduce(grad)
+        return grad[ctx.rank * ctx.n : (ctx.rank + 1) * ctx.n]
 
 
 def _gather_texts(text_embeds: torch.Tensor) -> tuple[torch.Tensor, int, torch.Tensor]:
@@ -25,16 +47,14 @@ def _gather_texts(text_embeds: torch.Tensor) -> tuple[torch.Tensor, int, torch.T
     n = text_embeds.shape[0]
     if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
         return text_embeds, 0, torch.ones(n, dtype=torch.bool, device=text_embeds.device)
-    from torch.distributed.nn.functional import all_gather
-
     sizes = [torch.zeros(1, dtype=torch.long, device=text_embeds.device) for _ in range(dist.get_world_size())]
     dist.all_gather(sizes, torch.tensor([n], device=text_embeds.device))
     sizes_list = [int(s) for s in sizes]
     longest = max(sizes_list)
     padded = F.pad(text_embeds, (0, 0, 0, longest - n))
-    gathered = all_gather(padded)
+    gathered = GatherWithGradients.apply(padded)
     valid = torch.cat([torch.arange(longest, device=text_embeds.device) < s for s in sizes_list])
-    return torch.cat(gathered), dist.get_rank() * longest, valid
+    return gathered, dist.get_rank() * longest, valid
 
 
 def sigmoid_loss(
