@@ -98,7 +98,7 @@ def add_parser(subparsers: Any) -> None:
     classify.add_argument("--limit-per-class", type=int, default=None, help="at most this many images per class")
     classify.add_argument("--batch-size", type=int, default=64, help="images per forward pass")
     classify.add_argument("--device", default=None, help="cpu | cuda (default: cuda when available)")
-    classify.add_argument("--out", default="outputs/zero_shot", help="folder for zero_shot.json and confusion.png")
+    classify.add_argument("--out", required=True, help="output folder for zero_shot.json and confusion.png")
     classify.set_defaults(func=_classify)
 
     retrieve = sub.add_parser("retrieve", help="image<->text R@1/5/10 and mean recall (RSICD / RSITMD json)")
