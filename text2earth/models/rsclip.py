@@ -28,9 +28,7 @@ from text2earth.core.errors import UserError
 from text2earth.io.files import atomic_directory
 from text2earth.models.presets import get_preset
 
-PUBLISHED_IMAGE_SIZE = 256
 PUBLISHED_MEAN_STD = 0.5
-PUBLISHED_TEXT_LENGTH = 64
 SIGLIP_INIT_LOGIT_SCALE = math.log(10.0)  # temperature t' = log 10, as SigLIP initialises it
 SIGLIP_INIT_LOGIT_BIAS = -10.0
 BIAS_FILE = "sigmoid_bias.json"

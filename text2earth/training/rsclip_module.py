@@ -10,6 +10,7 @@ that ``SiglipModel`` / ``CLIPModel.from_pretrained`` load with nothing of this p
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +22,7 @@ from text2earth.core.config import make_hparams_plain
 from text2earth.core.errors import UserError
 from text2earth.models.contrastive import sigmoid_loss
 from text2earth.models.rsclip import (
+    BIAS_FILE,
     SIGLIP_INIT_LOGIT_BIAS,
     SIGLIP_INIT_LOGIT_SCALE,
     build_tiny,
@@ -71,14 +73,9 @@ class RsclipModule(L.LightningModule):
         if self.kind == "clip":
             # CLIPModel has no bias; SigLIP's learnable bias lives here (exported beside the weights).
             self.logit_bias = torch.nn.Parameter(torch.tensor([SIGLIP_INIT_LOGIT_BIAS]))
-            if folder:
-                from text2earth.models.rsclip import BIAS_FILE
-
-                bias_file = Path(folder) / BIAS_FILE
-                if bias_file.is_file():
-                    import json
-
-                    self.logit_bias.data.fill_(float(json.loads(bias_file.read_text())["logit_bias"]))
+            bias_file = Path(folder) / BIAS_FILE if folder else None
+            if bias_file is not None and bias_file.is_file():  # a CLIPModel trained here before
+                self.logit_bias.data.fill_(float(json.loads(bias_file.read_text())["logit_bias"]))
         if not folder:
             with torch.no_grad():
                 self.model.logit_scale.fill_(SIGLIP_INIT_LOGIT_SCALE)
