@@ -335,3 +335,18 @@ def test_shipped_tiny_model_names_held_out_tiles_well_above_the_floors(embedded_
     # The shipped model: 90.4 % on all 637 held-out tiles (README); every 8th tile here.
     assert report["top1"] > max(0.75, report["majority_top1"] + 0.3)
     assert (tmp_path / "confusion.png").is_file() and "chance" in table(report)
+
+
+def test_rsclip_finetune_composes_at_published_scale(tmp_path):
+    from omegaconf import OmegaConf
+
+    from text2earth.core.config import compose_config
+
+    cfg = compose_config(
+        "train", ["experiment=rsclip_finetune", "model.folder=/models/Git-RSCLIP"], output_dir=tmp_path
+    )
+    assert cfg.model._target_.endswith("RsclipModule") and cfg.model.preset is None
+    assert cfg.model.gradient_checkpointing and cfg.model.cross_rank_negatives
+    assert cfg.trainer.precision == "bf16-mixed" and cfg.trainer.strategy._target_.endswith("DDPStrategy")
+    assert cfg.data.image_size == 256 and cfg.data._target_.endswith("ShardDataModule")
+    OmegaConf.to_container(OmegaConf.masked_copy(cfg, [k for k in cfg if k != "hydra"]), resolve=True)
