@@ -13,7 +13,8 @@ DEMO_MODEL := weights/demo
 
 .PHONY: install test test-fast lint format demo demo-train data bench info clean help enhance-train enhance-demo \
 	bench-data data-stats pairs translate-train demo-translate \
-	eval-demo eval-fid eval-clip eval-zsoa eval-resolution eval-rsicd check-rsicd demo-edit gpu-check faults serve
+	eval-demo eval-fid eval-clip eval-zsoa eval-resolution eval-rsicd check-rsicd demo-edit gpu-check faults serve \
+	rsclip-train rsclip-embedded eval-rsclip caption-control
 
 help:
 	@echo "make demo        set up .venv, train the tiny model briefly, sample the shipped demo model"
@@ -35,6 +36,10 @@ help:
 	@echo "make gpu-check   speed on one GPU beside the H200 anchors (table + outputs/gpu_check/gpu_check.json); CPU: smoke mode"
 	@echo "make faults      replay the bad-input sweep (tests/faults) and print its counts per command"
 	@echo "make serve       the local web app on the demo model: generate, edit and grow scenes on a map (http://127.0.0.1:8000)"
+	@echo "make rsclip-train     the recipe of the shipped tiny image-text model (weights/rsclip_tiny; CPU)"
+	@echo "make rsclip-embedded  zero-shot classes of the held-out embedded tiles with weights/rsclip_tiny"
+	@echo "make eval-rsclip DATA=/path/AID MODEL=/path/Git-RSCLIP  zero-shot top-1/top-5 on a class-folder dataset"
+	@echo "make caption-control  how often weights/rsclip_tiny names the prompt's class on tiles of weights/demo"
 	@echo "make lint        ruff"
 
 $(VENV)/.installed: pyproject.toml constraints.txt
@@ -92,6 +97,8 @@ demo: install
 # The recipe of the shipped demo model. Long on CPU (see weights/demo/RECIPE.md for the measured time).
 DEMO_AE_STEPS ?= 600
 DEMO_UNET_STEPS ?= 2000
+# DEMO_TEXT_ENCODER=weights/rsclip_tiny: the text tower trained with the sigmoid loss instead of the random one.
+DEMO_TEXT_ENCODER ?=
 demo-train: install
 	rm -rf outputs/demo_train
 	$(T2E) train experiment=demo_autoencoder trainer.max_steps=$(DEMO_AE_STEPS) \
@@ -99,6 +106,7 @@ demo-train: install
 	$(T2E) data cache-latents 'data/embedded/*.tar' --model outputs/demo_train/vae --out outputs/demo_train/latents
 	$(T2E) train experiment=demo trainer.max_steps=$(DEMO_UNET_STEPS) \
 		model.components.vae_folder=outputs/demo_train/vae \
+		$(if $(DEMO_TEXT_ENCODER),model.components.text_encoder_folder=$(DEMO_TEXT_ENCODER)) \
 		data.train_shards='outputs/demo_train/latents/train-*.tar' data.val_shards='outputs/demo_train/latents/val-*.tar' \
 		export_dir=outputs/demo_train/model hydra.run.dir=outputs/demo_train/unet
 	$(PY) -m scripts.demo_recipe --run outputs/demo_train --out $(DEMO_MODEL) \
@@ -214,3 +222,29 @@ SERVE_INPAINT ?= $(wildcard $(DEMO_EDIT_RUN)/model/model_index.json)
 SERVE_ARGS ?=
 serve: install ## the local web app on the demo model (http://127.0.0.1:8000)
 	$(T2E) serve --model $(DEMO_MODEL) $(if $(SERVE_INPAINT),--inpaint-model $(DEMO_EDIT_RUN)/model) --steps 20 $(SERVE_ARGS)
+
+# Git-RSCLIP / SigLIP (text2earth clip ...; README: Git-RSCLIP).
+RSCLIP_MODEL := weights/rsclip_tiny
+RSCLIP_RUN := outputs/rsclip_train
+DATA ?=
+MODEL ?=
+rsclip-train: install ## the recipe of the shipped tiny image-text model (sigmoid loss, embedded tiles, CPU)
+	rm -rf $(RSCLIP_RUN)
+	OMP_NUM_THREADS=1 $(T2E) train experiment=rsclip_demo hydra.run.dir=$(RSCLIP_RUN)
+	OMP_NUM_THREADS=1 $(PY) -m scripts.rsclip_embedded --model $(RSCLIP_RUN)/model --out $(RSCLIP_RUN)/zero_shot
+	cp $(RSCLIP_MODEL)/RECIPE.md $(RSCLIP_RUN)/model/ 2>/dev/null || true
+	rm -rf $(RSCLIP_MODEL) && cp -r $(RSCLIP_RUN)/model $(RSCLIP_MODEL)
+
+rsclip-embedded: install ## zero-shot scene classes of the held-out embedded tiles with weights/rsclip_tiny
+	test -d data/embedded || $(T2E) data build-embedded --out data/embedded
+	$(PY) -m scripts.rsclip_embedded --model $(RSCLIP_MODEL) --out outputs/rsclip_embedded
+
+eval-rsclip: install ## zero-shot top-1/top-5 of MODEL (a SiglipModel / CLIPModel folder) on DATA (class subfolders)
+	@test -n "$(DATA)" -a -n "$(MODEL)" || { echo "usage: make eval-rsclip DATA=/path/AID MODEL=/path/Git-RSCLIP"; exit 2; }
+	$(T2E) clip classify $(DATA) --model $(MODEL) --out outputs/eval_rsclip/$(notdir $(DATA))
+
+CAPTION_MODEL ?= $(DEMO_MODEL)
+caption-control: install ## per prompt class: generated tiles of CAPTION_MODEL that weights/rsclip_tiny names as that class
+	test -d data/embedded || $(T2E) data build-embedded --out data/embedded
+	OMP_NUM_THREADS=1 $(PY) -m scripts.caption_control --model $(CAPTION_MODEL) --classifier $(RSCLIP_MODEL) \
+		--n 16 --out outputs/caption_control/$(notdir $(CAPTION_MODEL))

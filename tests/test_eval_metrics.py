@@ -150,5 +150,5 @@ def test_clip_score_with_a_tiny_random_clip(tiny_clip_folder):
 def test_clip_folder_must_exist(tmp_path):
     from text2earth.eval.clip_score import load_clip
 
-    with pytest.raises(FileNotFoundError, match="config.json"):
+    with pytest.raises(ValueError, match="config.json"):  # UserError: one line from the CLI
         load_clip(tmp_path)

@@ -168,3 +168,14 @@ def make_caption(info: dict[str, Any], rng: random.Random) -> str:
         elif scene_class == "coastline" and fr["dense_vegetation"] >= 0.1 and rng.random() < 0.7:
             text += rng.choice([" and green fields inland", " next to farmland", " with woods along the shore"])
     return text[0].upper() + text[1:] if rng.random() < 0.5 else text
+
+
+def class_descriptions() -> dict[str, list[str]]:
+    """The caption phrases of each scene class (what zero-shot prompts for these tiles should say).
+
+    ``{land}`` is filled with "farmland"; a partly cloudy tile is described as clouds over each ground noun.
+    """
+    out = {name: [p.format(land=_LAND_NOUNS["cropland"]) for p in phrases] for name, phrases in _PHRASES.items()}
+    grounds = [noun for nouns in _GROUND_NOUNS.values() for noun in nouns]
+    out["partly_cloudy"] = [f"{c} {g}" for amount in ("few", "many") for c in _CLOUD_PHRASES[amount] for g in grounds]
+    return {name: out[name] for name in CLASSES}

@@ -177,6 +177,7 @@ def _level_or_gsd(parser: argparse.ArgumentParser) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from text2earth.cli.clip import add_parser as add_clip_parser
     from text2earth.cli.data import register as register_data_tools
     from text2earth.cli.enhance import register as register_enhance
 
@@ -306,6 +307,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     register_enhance(sub)
     serve_cli.add_parser(sub)
+    add_clip_parser(sub)
     return parser
 
 

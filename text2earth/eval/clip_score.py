@@ -1,8 +1,8 @@
 """CLIP score with a local CLIP or SigLIP folder (e.g. a Git-RSCLIP download), through torchmetrics.
 
-torchmetrics' ``CLIPScore`` takes a callable returning ``(model, processor)``; ours loads both from the
-folder with ``local_files_only`` (no hub). SigLIP models were trained on text padded to a fixed length
-(64 tokens for Git-RSCLIP), so their processor is called with ``padding="max_length"``.
+torchmetrics' ``CLIPScore`` takes a callable returning ``(model, processor)``; both come from the one loader of
+image-text folders (:func:`text2earth.models.rsclip.load_image_text_model`, local files only): the folder's
+image processor, text padded to the trained length (64 tokens for Git-RSCLIP) as published.
 """
 
 from __future__ import annotations
@@ -15,9 +15,9 @@ import PIL.Image
 import torch
 from torchmetrics.multimodal.clip_score import CLIPScore
 from tqdm.auto import tqdm
-from transformers import AutoModel, AutoProcessor
 
-from text2earth.io.images import stack_uint8
+from text2earth.io.images import stack_uint8, to_pil
+from text2earth.models.rsclip import ImageTextModel, load_image_text_model, model_kind
 
 
 class EmbeddingModel(torch.nn.Module):
@@ -32,7 +32,7 @@ class EmbeddingModel(torch.nn.Module):
         self.model = model.to(device)
         self.config = model.config
         self.run_device = torch.device(device)
-        self.uses_text_mask = not model.config.model_type.startswith("siglip")
+        self.uses_text_mask = model_kind(model) == "clip"
 
     def to(self, *args: Any, **kwargs: Any) -> EmbeddingModel:
         # torchmetrics moves the model to the device of the images it is given (the processor needs them
@@ -53,35 +53,28 @@ def _embedding(output: Any) -> torch.Tensor:
     return output if isinstance(output, torch.Tensor) else output.pooler_output
 
 
-class FixedLengthText:
-    """A processor whose text side pads to the model's trained length (SigLIP); images pass through."""
+class PublishedProcessor:
+    """A processor with the loaded model's own preprocessing: the folder's image processor, text padded to the
+    trained length (:class:`text2earth.models.rsclip.ImageTextModel`); torchmetrics' ``padding`` is ignored."""
 
-    def __init__(self, processor: Any, max_length: int) -> None:
-        self.processor = processor
-        self.max_length = max_length
+    def __init__(self, loaded: ImageTextModel) -> None:
+        self.loaded = loaded
 
-    def __call__(self, text: Any = None, images: Any = None, **kwargs: Any) -> Any:
+    def __call__(self, text: Any = None, images: Any = None, **kwargs: Any) -> dict[str, torch.Tensor]:
+        out: dict[str, torch.Tensor] = {}
         if text is not None:
-            kwargs.update(padding="max_length", max_length=self.max_length, truncation=True)
-        processed = self.processor(text=text, images=images, **kwargs)
-        if text is not None and "attention_mask" not in processed:  # torchmetrics reads it (unused for SigLIP)
-            processed["attention_mask"] = torch.ones_like(processed["input_ids"])
-        return processed
+            out.update(self.loaded.tokenize([text] if isinstance(text, str) else list(text)))
+            out.setdefault("attention_mask", torch.ones_like(out["input_ids"]))  # torchmetrics reads it
+        if images is not None:
+            out["pixel_values"] = self.loaded.preprocess([to_pil(image) for image in images])
+        return out
 
 
 def load_clip(folder: str | Path, device: str | torch.device = "cpu") -> tuple[EmbeddingModel, Any]:
-    """``(model, processor)`` of a local CLIP / SigLIP folder in the transformers layout; the model on ``device``."""
-    folder = Path(folder)
-    if not (folder / "config.json").is_file():
-        raise FileNotFoundError(
-            f"CLIP folder {str(folder)!r} has no config.json: download a CLIP or SigLIP model "
-            "(e.g. Git-RSCLIP) to a local folder and give its path"
-        )
-    model = AutoModel.from_pretrained(folder, local_files_only=True).eval()
-    processor = AutoProcessor.from_pretrained(folder, local_files_only=True)
-    if model.config.model_type.startswith("siglip"):
-        processor = FixedLengthText(processor, model.config.text_config.max_position_embeddings)
-    return EmbeddingModel(model, device), processor
+    """``(model, processor)`` of a local CLIP / SigLIP folder (e.g. Git-RSCLIP), loaded as ``clip classify`` does;
+    the model on ``device``."""
+    loaded = load_image_text_model(folder)
+    return EmbeddingModel(loaded.model, device), PublishedProcessor(loaded)
 
 
 def clip_score(

@@ -219,6 +219,7 @@ def build_components(
     folder: str | None = None,
     sd2_folder: str | None = None,
     vae_folder: str | None = None,
+    text_encoder_folder: str | None = None,
     overrides: dict[str, Any] | None = None,
     level_scale: float | None = None,
     prediction_type: str | None = None,
@@ -228,6 +229,8 @@ def build_components(
     """The one entry point Hydra configs call: exactly one of ``preset``/``folder``/``sd2_folder``.
 
     ``vae_folder`` swaps in a separately trained autoencoder (the demo recipe trains one first);
+    ``text_encoder_folder`` swaps in the text tower of an image-text ``CLIPModel`` folder (e.g. the shipped
+    ``weights/rsclip_tiny``, trained with the sigmoid loss on the embedded captions) or a ``CLIPTextModel`` folder;
     ``prediction_type`` sets epsilon / v_prediction on the scheduler that training and export use;
     ``inpainting`` turns a text-to-image UNet into a 9-channel inpainting one (zero-initialised extra
     channels; a folder that already holds one is used as it is).
@@ -250,6 +253,8 @@ def build_components(
             raise ModelFolderError(f"no autoencoder (vae/config.json) in {vae_folder!r}{hint}")
         with reading_weights(vae_path):
             components.vae = AutoencoderKL.from_pretrained(vae_path, local_files_only=True)
+    if text_encoder_folder:
+        components.text_encoder = load_text_tower(text_encoder_folder, components.text_encoder.config)
     if inpainting and not is_inpainting_unet(components.unet):
         components.unet = inpainting_unet_from(components.unet)
     if level_scale is not None:
@@ -268,6 +273,23 @@ def check_variant(folder: Path, variant: str) -> None:
         raise ModelFolderError(
             f"{folder} has no {variant!r} weights (*.{variant}.safetensors); variants there: {found or 'none'}"
         )
+
+
+def load_text_tower(folder: str | Path, expected: CLIPTextConfig) -> CLIPTextModel:
+    """The ``CLIPTextModel`` of a ``CLIPModel`` (or ``CLIPTextModel``) folder; its width must fit the UNet's."""
+    path = Path(folder)
+    if not (path / "config.json").is_file():
+        raise ModelFolderError(f"text_encoder_folder {str(folder)!r} has no config.json (a CLIPModel folder)")
+    model_type = json.loads((path / "config.json").read_text()).get("model_type")
+    if model_type not in ("clip", "clip_text_model"):
+        raise ModelFolderError(f"text_encoder_folder {str(folder)!r} holds a {model_type!r} model, not a CLIP one")
+    tower = CLIPTextModel.from_pretrained(path, local_files_only=True)
+    if tower.config.hidden_size != expected.hidden_size:
+        raise ModelFolderError(
+            f"text_encoder_folder {str(folder)!r}: hidden size {tower.config.hidden_size}, the UNet's cross-attention "
+            f"expects {expected.hidden_size}"
+        )
+    return tower
 
 
 def save_folder(
