@@ -5,8 +5,13 @@ os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 os.environ.setdefault("WANDB_MODE", "offline")
 os.environ.setdefault("WANDB_SILENT", "true")
 
+import lightning.pytorch  # noqa: E402, F401 (below)
 import pytest  # noqa: E402
 import torch  # noqa: E402
+
+# Lightning gives its logger a handler on the sys.stderr of the moment it is first imported. Imported inside a
+# test that captures output (capsys), that stream closes with the test, and every later Lightning log line
+# prints a "Logging error" traceback into some other test's stderr. Importing it here binds the session's.
 
 # One thread: tiny ops oversubscribe two cores shared with DataLoader workers (10x+ slower).
 torch.set_num_threads(1)
