@@ -114,7 +114,7 @@ enhance-train: install
 enhance-demo: install
 	$(PY) -m scripts.enhance_eval --checkpoint $(ENHANCE_MODEL) --shards 'data/embedded/val-*.tar' \
 		--build-embedded-if-missing data/embedded --out outputs/enhance_demo --save-inputs
-	$(T2E) enhance --input-dir outputs/enhance_demo/inputs --output-dir outputs/enhance_demo/enhanced \
+	$(T2E) enhance --input-dir outputs/enhance_demo/inputs --out outputs/enhance_demo/enhanced \
 		--checkpoint $(ENHANCE_MODEL) --device cpu
 
 # Evaluation (text2earth evaluate; conf/evaluate.yaml). Generated images are kept and reused by a

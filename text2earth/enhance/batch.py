@@ -122,7 +122,7 @@ def enhance_folder(
     if not input_dir.is_dir():
         raise NotADirectoryError(f"input folder not found: {input_dir}")
     if output_dir == input_dir:
-        raise ValueError("--output-dir must differ from --input-dir (outputs keep the input file names)")
+        raise ValueError("--out must differ from --input-dir (outputs keep the input file names)")
     report = Report()
     todo = []
     for src in find_images(input_dir, exclude=output_dir):
