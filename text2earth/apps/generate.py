@@ -1,5 +1,9 @@
-"""Generate images from text into a folder: one PNG per image (prompt, level, gsd, seed in its text
-chunks) plus a grid. Used by `text2earth generate` and the demo."""
+"""Generate images from text into a folder: one PNG per image plus a grid. Used by `text2earth generate` and the demo.
+
+Each PNG's text chunks record everything that made it (prompt, negative prompt, level / gsd, seed, steps,
+scheduler, guidance scales, size, modality / LoRA, the model folder and its content hash), so
+:func:`generate_from_png` makes the same pixels again.
+"""
 
 from __future__ import annotations
 
@@ -7,10 +11,12 @@ from pathlib import Path
 
 import torch
 
+from text2earth.core.errors import UserError
 from text2earth.core.resolution import resolve_levels
 from text2earth.io.device import inference_dtype, pick_device
-from text2earth.io.images import make_grid, save_png, to_unit_float
-from text2earth.io.pngmeta import image_text
+from text2earth.io.files import content_hash
+from text2earth.io.images import make_grid, read_png_text, save_png, to_unit_float
+from text2earth.io.pngmeta import image_text, number
 
 
 def generate_to_folder(
@@ -53,38 +59,83 @@ def generate_to_folder(
         target
     )
     modality = attach_lora(pipe.unet, model, modality, lora, lora_scale)
-    # One generator per image, seeded seed + i: any single image can be reproduced alone.
-    generators = [torch.Generator(device="cpu").manual_seed(seed + i) for i in range(n * len(prompts))]
-    result = pipe(
-        prompts,
-        level=level,
-        gsd_m=gsd_m,
-        num_images_per_prompt=n,
-        num_inference_steps=steps,
-        guidance_scale=guidance,
-        level_guidance_scale=level_guidance,
-        negative_prompt=negative_prompt,
-        generator=generators,
-        height=height,
-        width=width,
-    )
-    out = Path(out_dir)
-    written, shown = [], []  # shown: what was written (single bands for nir / pan / sar), for the grid
-    for i, (image, caption, lvl) in enumerate(zip(result.images, result.prompts, result.levels, strict=True)):
-        text = image_text(
-            caption,
-            lvl,
-            seed=seed + i,
-            model=model,
-            steps=steps,
-            guidance=f"{guidance:g}",
-            modality=modality,
-            lora=lora,
-            lora_scale=f"{lora_scale:g}" if lora or modality != "rgb" else None,
+    # Image i is sampled alone, from a generator seeded seed + i: batched CPU kernels round differently
+    # from single ones, so this is what lets one image be made again on its own (generate --from) to the pixel.
+    images, captions, levels = [], [], []
+    for i in range(n * len(prompts)):
+        result = pipe(
+            [prompts[i // n]],
+            level=level,
+            gsd_m=gsd_m,
+            num_inference_steps=steps,
+            guidance_scale=guidance,
+            level_guidance_scale=level_guidance,
+            negative_prompt=negative_prompt,
+            generator=torch.Generator(device="cpu").manual_seed(seed + i),
+            height=height,
+            width=width,
         )
+        images += result.images
+        captions += result.prompts
+        levels += result.levels
+    out = Path(out_dir)
+    recorded = {
+        "negative_prompt": negative_prompt,
+        "steps": steps,
+        "scheduler": scheduler or f"{type(pipe.scheduler).__name__} (the model's own)",
+        "guidance": number(guidance),
+        "level_guidance": None if level_guidance is None else number(level_guidance),
+        "model": str(Path(model).resolve()),
+        "model_sha256": content_hash(model),
+        "modality": modality,
+        "lora": str(Path(lora).resolve()) if lora else None,
+        "lora_scale": number(lora_scale) if lora or modality != "rgb" else None,
+    }
+    written, shown = [], []  # shown: what was written (single bands for nir / pan / sar), for the grid
+    for i, (image, caption, lvl) in enumerate(zip(images, captions, levels, strict=True)):
+        width_px, height_px = image.size
+        text = image_text(caption, lvl, seed=seed + i, width=width_px, height=height_px, **recorded)
         if modality in SINGLE_BAND:
             image = to_band(to_unit_float(image))
         shown.append(image)
         written.append(save_png(image, out / f"{i:03d}_L{lvl:g}_seed{seed + i}.png", text))
     written.append(save_png(make_grid(shown, nrow=n), out / "grid.png", {"prompts": " | ".join(prompts)}))
     return written
+
+
+def generate_from_png(png: str | Path, out_dir: str, model: str | None = None, device: str | None = None) -> list[Path]:
+    """Make the image recorded in ``png``'s text chunks again (into ``out_dir``); ``model`` replaces the
+    recorded folder (a different content hash is reported on stderr, the pixels may then differ)."""
+    import sys
+
+    from text2earth.pipelines.schedulers import SCHEDULERS
+
+    text = read_png_text(png)
+    missing = [key for key in ("prompt", "level", "seed", "steps", "guidance", "model") if key not in text]
+    if missing:
+        raise UserError(f"{png} does not record how it was made (missing: {', '.join(missing)})")
+    model = model or text["model"]
+    if "model_sha256" in text and Path(model).is_dir() and content_hash(model) != text["model_sha256"]:
+        print(
+            f"text2earth: warning: {model} is not the model folder that made {png} (content differs)", file=sys.stderr
+        )
+    scheduler = text.get("scheduler")
+    return generate_to_folder(
+        prompts=[text["prompt"]],
+        model=model,
+        out_dir=out_dir,
+        level=float(text["level"]),
+        n=1,
+        seed=int(text["seed"]),
+        steps=int(text["steps"]),
+        guidance=float(text["guidance"]),
+        level_guidance=float(text["level_guidance"]) if "level_guidance" in text else None,
+        negative_prompt=text.get("negative_prompt"),
+        scheduler=scheduler if scheduler in SCHEDULERS else None,
+        height=int(text["height"]) if "height" in text else None,
+        width=int(text["width"]) if "width" in text else None,
+        device=device,
+        modality=text.get("modality", "rgb"),
+        lora=text.get("lora"),
+        lora_scale=float(text.get("lora_scale", 1.0)),
+    )

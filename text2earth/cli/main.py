@@ -15,8 +15,17 @@ from text2earth.core.errors import USER_ERRORS
 
 
 def _generate(args: argparse.Namespace) -> int:
-    from text2earth.apps.generate import generate_to_folder
+    from text2earth.apps.generate import generate_from_png, generate_to_folder
+    from text2earth.core.errors import UserError
 
+    if args.from_png:
+        if args.prompt:
+            raise UserError("give either prompts or --from PNG, not both")
+        written = generate_from_png(args.from_png, args.out, model=args.model, device=args.device)
+        print(f"made {args.from_png} again: {written[0]}")
+        return 0
+    if not args.prompt or not args.model:
+        raise UserError("give one or more prompts and --model FOLDER (or --from PNG to make an image again)")
     written = generate_to_folder(
         prompts=args.prompt,
         model=args.model,
@@ -182,9 +191,15 @@ def build_parser() -> argparse.ArgumentParser:
 
     gen = sub.add_parser("generate", help="text -> images at a chosen ground resolution")
     gen.add_argument(
-        "prompt", nargs="+", help="one or more captions (the published '17_GOOGLE_LEVEL_...' form works too)"
+        "prompt", nargs="*", help="one or more captions (the published '17_GOOGLE_LEVEL_...' form works too)"
     )
-    gen.add_argument("--model", required=True, help="local model folder in the published Text2Earth layout")
+    gen.add_argument("--model", help="local model folder in the published Text2Earth layout")
+    gen.add_argument(
+        "--from",
+        dest="from_png",
+        metavar="PNG",
+        help="make a generated PNG again from the settings in its text chunks (--model, --device may override)",
+    )
     _level_or_gsd(gen)
     gen.add_argument("--n", type=int, default=4, help="images per prompt")
     gen.add_argument("--seed", type=int, default=0, help="seed of the first image; image i uses seed + i")

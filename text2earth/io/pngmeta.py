@@ -15,6 +15,12 @@ from PIL import PngImagePlugin
 from text2earth.core.resolution import level_to_gsd
 
 
+def number(value: float) -> str:
+    """``value`` as short text that reads back as exactly the same float (``13.7``, ``18``, ``15.415037499278844``)."""
+    short = f"{value:g}"
+    return short if float(short) == value else repr(float(value))
+
+
 def image_text(caption: str, level: float, **extra: Any) -> dict[str, str]:
     """``prompt``, ``level``, ``gsd_m`` ("unknown" off the level scale), then ``extra`` in order.
 
@@ -22,7 +28,7 @@ def image_text(caption: str, level: float, **extra: Any) -> dict[str, str]:
     anything else is stored as ``str(value)``.
     """
     gsd = level_to_gsd(level)
-    text = {"prompt": caption, "level": f"{level:g}", "gsd_m": "unknown" if gsd is None else f"{gsd:g}"}
+    text = {"prompt": caption, "level": number(level), "gsd_m": "unknown" if gsd is None else f"{gsd:g}"}
     text.update({key: str(value) for key, value in extra.items() if value is not None})
     return text
 

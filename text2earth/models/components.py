@@ -213,7 +213,10 @@ def build_components(
         if not (vae_path / "config.json").exists() and (vae_path / "vae" / "config.json").exists():
             vae_path = vae_path / "vae"
         if not (vae_path / "config.json").exists():
-            raise ModelFolderError(f"no AutoencoderKL (config.json) in {vae_folder!r}")
+            raise ModelFolderError(
+                f"no AutoencoderKL (config.json) in {vae_folder!r} (model.components.vae_folder: a trained "
+                "autoencoder's folder, e.g. weights/demo/vae)"
+            )
         components.vae = AutoencoderKL.from_pretrained(vae_path, local_files_only=True)
     if inpainting and not is_inpainting_unet(components.unet):
         components.unet = inpainting_unet_from(components.unet)
