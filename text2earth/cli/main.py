@@ -314,9 +314,12 @@ def _sampling_options(parser: argparse.ArgumentParser, model_help: str) -> None:
 def main(argv: Sequence[str] | None = None) -> int:
     from transformers.utils import logging as hf_logging
 
+    from text2earth.core.verbosity import configure_console
+
     hf_logging.disable_progress_bar()  # weight-loading bars would bury our own output
     parser = build_parser()
     args = parser.parse_args(argv)
+    configure_console(args.verbose)
     try:
         code = args.func(args)
     except USER_ERRORS as exc:
