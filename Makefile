@@ -101,6 +101,7 @@ enhance-demo: install ## the shipped RRDBNet enhancer on held-out tiles (table, 
 		--build-embedded-if-missing data/embedded --out outputs/enhance_demo --save-inputs
 	$(T2E) enhance --input-dir outputs/enhance_demo/inputs --out outputs/enhance_demo/enhanced \
 		--checkpoint $(ENHANCE_MODEL) --device cpu
+	$(PY) -m scripts.figures enhance_demo outputs/enhance_demo/enhance_eval.json
 
 # Evaluation (text2earth evaluate; conf/evaluate.yaml). Generated images are kept and reused by a
 # rerun (resumable); real Inception features are cached in outputs/eval_cache.
@@ -115,6 +116,7 @@ RSICD_ARGS = eval_data=rsicd eval_data.json=$(RSICD) $(if $(RSICD_IMAGES),eval_d
 eval-demo: install ## FID/KID, zero-shot OA, resolution fidelity of weights/demo on held-out tiles (outputs/eval_demo)
 	test -d data/embedded || $(T2E) data build-embedded --out data/embedded
 	$(T2E) evaluate eval_preset=demo hydra.run.dir=outputs/eval_demo
+	$(PY) -m scripts.figures eval_demo outputs/eval_demo/report.json
 
 eval-rsicd: install check-rsicd ## all metrics on RSICD: RSICD=/path/dataset_rsicd.json [EVAL_MODEL=dir CLIP_MODEL=dir]
 	$(T2E) evaluate $(RSICD_ARGS) metrics=[fid,clip,zsoa,resolution] report_name=report.json
@@ -172,6 +174,7 @@ translate-train: install ## the recipe of the shipped translators and NIR/PAN Lo
 
 demo-translate: install ## shipped translators on held-out tiles (PSNR/SSIM table, strips) + text-to-NIR/PAN
 	$(PY) -m scripts.demo_translate --model $(DEMO_MODEL) --out outputs/demo_translate
+	$(PY) -m scripts.figures demo_translate outputs/demo_translate/translate_eval.json
 # Editing and unbounded scenes: turn the shipped demo model into a 9-channel inpainting model, train it
 # on random masks over the embedded tiles (CPU), then write outputs/demo/edit_before_mask_after.png and
 # outputs/demo/canvas_4x.png (+ each canvas as PNG/JSON with its seam figures).
@@ -182,3 +185,4 @@ demo-edit: install ## train the tiny inpainting model from weights/demo on CPU; 
 	nice -n 10 $(T2E) train experiment=inpaint_demo trainer.max_steps=$(DEMO_EDIT_STEPS) \
 		hydra.run.dir=$(DEMO_EDIT_RUN)/run export_dir=$(DEMO_EDIT_RUN)/model
 	nice -n 10 $(PY) -m scripts.demo_edit --inpaint-model $(DEMO_EDIT_RUN)/model --model $(DEMO_MODEL) --out outputs/demo
+	$(PY) -m scripts.figures canvas_seams outputs/demo/canvas_seams.json

@@ -53,3 +53,46 @@ def readme_blocks(path: Path) -> list[Block]:
         blocks.append(Block(start + 1, lang, "\n".join(lines[start + 1 : end]) + "\n", mode, note))
         i = end + 1
     return blocks
+
+
+# A measured figure in the README: the number right before ``<!-- figure FILE:KEY/PATH [xSCALE] [±TOL[%]] -->``,
+# which names docs/figures/FILE.json and the value's path in it. Without ±TOL the README must show the value
+# rounded to the digits it prints; machine-dependent figures state their tolerance.
+_FIGURE = re.compile(
+    r"(-?[\d,]*\.?\d+)\s*%?\s*(?:\*\*)?\s*<!--\s*figure\s+(\w+):(\S+)"
+    r"(?:\s+x([\d.]+))?(?:\s+±([\d.]+)(%?))?\s*-->"
+)
+
+
+@dataclass(frozen=True)
+class Figure:
+    line: int
+    shown: str  # the number as the README prints it
+    file: str
+    path: str
+    scale: float
+    tolerance: float | None
+    relative: bool
+
+    @property
+    def value(self) -> float:
+        return float(self.shown.replace(",", ""))
+
+    @property
+    def allowed(self) -> float:
+        """How far the README may be from the file's value."""
+        if self.tolerance is not None:
+            return self.tolerance / 100 * abs(self.value) if self.relative else self.tolerance
+        decimals = len(self.shown.split(".")[1]) if "." in self.shown else 0
+        return 0.5 * 10**-decimals + 1e-9
+
+
+def readme_figures(path: Path) -> list[Figure]:
+    figures = []
+    for n, line in enumerate(path.read_text().splitlines(), start=1):
+        for m in _FIGURE.finditer(line):
+            tol = float(m.group(5)) if m.group(5) else None
+            figures.append(
+                Figure(n, m.group(1), m.group(2), m.group(3), float(m.group(4) or 1), tol, m.group(6) == "%")
+            )
+    return figures

@@ -12,11 +12,12 @@ from pathlib import Path
 import torch
 
 from text2earth.core.errors import UserError
-from text2earth.core.resolution import resolve_levels
+from text2earth.core.resolution import parse_prompt, resolve_levels
 from text2earth.io.device import inference_dtype, pick_device
 from text2earth.io.files import content_hash
 from text2earth.io.images import make_grid, read_png_text, save_png, to_unit_float
 from text2earth.io.pngmeta import image_text, number
+from text2earth.models.level_range import warn_outside_range
 
 
 def generate_to_folder(
@@ -52,7 +53,8 @@ def generate_to_folder(
         raise ValueError("give at least one prompt")
     if n < 1:
         raise ValueError(f"--n must be at least 1, got {n}")
-    resolve_levels(len(prompts), level, gsd_m)  # bad resolution input fails before any model loads
+    requested = resolve_levels(len(prompts), level, gsd_m)  # bad resolution input fails before any model loads
+    warn_outside_range(model, [parse_prompt(p)[1] or lvl for p, lvl in zip(prompts, requested, strict=True)])
     check_modality(modality)
     target = pick_device(device)
     pipe = Text2EarthPipeline.from_pretrained(model, scheduler=scheduler, torch_dtype=inference_dtype(target)).to(
