@@ -26,7 +26,7 @@ from readme import readme_blocks
 
 ROOT = Path(__file__).resolve().parents[1]
 README = ROOT / "README.md"
-BLOCK_TIMEOUT_S = 300
+BLOCK_TIMEOUT_S = 600
 
 
 def _real_tile(size: int = 64, index: int = 0) -> Image.Image:

@@ -312,9 +312,10 @@ def _sampling_options(parser: argparse.ArgumentParser, model_help: str) -> None:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    from transformers.utils import logging as hf_logging
+    from text2earth.core.verbosity import configure_console, configure_progress_bars
 
-    from text2earth.core.verbosity import configure_console
+    configure_progress_bars()
+    from transformers.utils import logging as hf_logging
 
     hf_logging.disable_progress_bar()  # weight-loading bars would bury our own output
     parser = build_parser()

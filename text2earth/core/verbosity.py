@@ -26,12 +26,17 @@ def progress_bars() -> bool:
     return sys.stderr.isatty()
 
 
+def configure_progress_bars() -> None:
+    """No tqdm bars off a terminal. Call before anything imports tqdm: it reads ``TQDM_*`` defaults at import."""
+    if not progress_bars():
+        os.environ.setdefault("TQDM_DISABLE", "1")
+
+
 def configure_console(loud: bool) -> None:
     """Set the console policy for this process and the processes it starts."""
     if loud:
         os.environ[VERBOSE_ENV] = "1"
-    if not progress_bars():
-        os.environ.setdefault("TQDM_DISABLE", "1")  # tqdm >= 4.66 reads its defaults from TQDM_* variables
+    configure_progress_bars()
     if verbose():
         return
     os.environ.setdefault("WANDB_SILENT", "true")  # no run banner and no ~30-line summary
