@@ -26,6 +26,7 @@ from tqdm.auto import tqdm
 
 import text2earth
 from data_modules.webdataset_datamodule import SkipCounter, sample_level
+from text2earth.core.resolution import level_to_gsd
 from text2earth.io.files import write_atomic
 from text2earth.io.images import load_font, save_png
 from text2earth.io.shards import expand_shards, iter_samples
@@ -173,6 +174,11 @@ def _extent(lat: np.ndarray, lon: np.ndarray) -> tuple[tuple[float, float, float
     return box, (span + 2 * pad) / 60
 
 
+def _metres(level: float) -> str:
+    gsd = level_to_gsd(level)
+    return "unknown" if gsd is None else f"{gsd:.3g} m"
+
+
 def bar_chart(title: str, labels: list[str], values: list[int], size: tuple[int, int] = (520, 300)) -> PIL.Image.Image:
     """A labelled bar chart drawn with PIL (no plotting library)."""
     width, height = size
@@ -248,7 +254,11 @@ def dataset_stats(shards: Any, out_dir: str | Path, cell_degrees: float = 2.0) -
     levels = sorted(data["levels"])
     sources = data["sources"].most_common(20)
     charts = [
-        bar_chart("zoom level (0 = unknown)", [f"{v:g}" for v in levels], [data["levels"][v] for v in levels]),
+        bar_chart(
+            "ground resolution, metres per pixel (from the zoom level)",
+            [_metres(v) for v in levels],
+            [data["levels"][v] for v in levels],
+        ),
         bar_chart("quality score", *_binned(data["quality"], 0.25)),
         bar_chart("caption length (words)", *_binned(data["words"], 2, lo=0)),
         bar_chart("source", [s for s, _ in sources], [n for _, n in sources]),

@@ -85,7 +85,7 @@ def evaluate(
     labels = []
     for key, _, _, bic, sr, gt in chosen:
         pb, ps = (float(psnr(x[None], gt[None])[0]) for x in (bic, sr))
-        labels.append(f"{key[:14]} {pb:.1f}/{ps:.1f} dB")
+        labels.append(f"PSNR bicubic {pb:.1f}, RRDBNet {ps:.1f} dB")
     rows = [nearest, [c[3] for c in chosen], [c[4] for c in chosen], [c[5] for c in chosen]]
     grid = labelled_grid(rows, ["input (x2 nearest)", "bicubic", "RRDBNet", "target"], labels, cell_size=128)
     report["strip"] = str(save_png(grid, out / "enhance_strip.png"))
