@@ -83,7 +83,7 @@ def evaluate(
     chosen = keep[::step][:strip_tiles]
     nearest = [F.interpolate(c[2][None], scale_factor=net.scale, mode="nearest")[0] for c in chosen]
     labels = []
-    for key, _, _, bic, sr, gt in chosen:
+    for _, _, _, bic, sr, gt in chosen:
         pb, ps = (float(psnr(x[None], gt[None])[0]) for x in (bic, sr))
         labels.append(f"PSNR bicubic {pb:.1f}, RRDBNet {ps:.1f} dB")
     rows = [nearest, [c[3] for c in chosen], [c[4] for c in chosen], [c[5] for c in chosen]]
