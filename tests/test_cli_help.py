@@ -1,6 +1,7 @@
 """One CLI vocabulary: every flag has help, help shows defaults, one meaning per flag name."""
 
 import argparse
+from pathlib import Path
 
 import pytest
 
@@ -62,3 +63,25 @@ def test_translate_without_a_shipped_translator_names_the_shipped_ones(tmp_path,
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1
     assert "pan2rgb" in err and "nir2rgb" in err and "--translator" in err
+
+
+def test_outputs_default_to_new_folders_under_the_project_outputs(tmp_path, monkeypatch):
+    from text2earth.cli.parser import fill_default_out
+
+    monkeypatch.setenv("TEXT2EARTH_ROOT", str(tmp_path))
+    parser = build_parser()
+    for argv, name, suffix in (
+        (["generate", "fields", "--model", "m"], "generate", ""),
+        (["edit", "a.png", "m.png", "x", "--model", "m"], "edit", ".png"),
+        (["translate", "p.png", "--task", "pan2rgb"], "translate", ".png"),
+        (["enhance", "--input-dir", "d", "--checkpoint", "c"], "enhance", ""),
+        (["data", "stats", "s.tar"], "stats", ""),
+        (["export", "last.ckpt"], "export", ""),
+    ):
+        args = parser.parse_args(argv)
+        fill_default_out(args)
+        out = Path(args.out)
+        assert out.parent == tmp_path / "outputs" / name and out.name.endswith(suffix), argv
+    explicit = parser.parse_args(["generate", "fields", "--model", "m", "--out", "mine"])
+    fill_default_out(explicit)
+    assert explicit.out == "mine"

@@ -120,6 +120,8 @@ def _default_data(args: argparse.Namespace, **names: str) -> None:
 
 
 def register(data_sub: argparse._SubParsersAction) -> None:
+    from text2earth.cli.parser import out_option
+
     """Add every ``text2earth data`` subcommand."""
     emb = data_sub.add_parser("build-embedded", help="cut the real Landsat-8 / Sentinel-2 scenes into shards")
     emb.add_argument(
@@ -141,7 +143,7 @@ def register(data_sub: argparse._SubParsersAction) -> None:
     )
     cache.add_argument("shards", help="brace pattern, glob, folder or list file")
     cache.add_argument("--model", required=True, help="a model folder (its vae/) or a VAE folder")
-    cache.add_argument("--out", required=True, help="output folder of the cached shards")
+    out_option(cache, "output folder of the cached shards", "latents")
     cache.add_argument("--image-size", type=int, default=None, help="default: each image's own size (no resampling)")
     cache.add_argument("--batch-size", type=int, default=64, help="images per VAE forward pass")
     cache.add_argument("--flip", action="store_true", help="also cache the latents of the flipped image")
@@ -179,7 +181,7 @@ def register(data_sub: argparse._SubParsersAction) -> None:
 
     stats = data_sub.add_parser("stats", help="world density map + histograms (PNG) and a JSON summary of shards")
     stats.add_argument("shards", help="brace pattern, glob, folder, list file or manifest.json")
-    stats.add_argument("--out", required=True, help="output folder (PNGs and stats.json)")
+    out_option(stats, "output folder (PNGs and stats.json)", "stats")
     stats.add_argument("--cell", type=float, default=2.0, help="map cell size in degrees")
     stats.set_defaults(func=_stats)
 

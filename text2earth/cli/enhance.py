@@ -68,6 +68,8 @@ def run(args: argparse.Namespace) -> int:
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     """Add the ``enhance`` subcommand to the project's console script."""
+    from text2earth.cli.parser import out_option
+
     p = subparsers.add_parser(
         "enhance",
         help="enhance images with an RRDBNet (x2): folder -> folder or shards -> shards",
@@ -78,10 +80,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     src = p.add_mutually_exclusive_group(required=True)
     src.add_argument("--input-dir", help="folder of PNG/JPEG/TIFF images (searched recursively)")
     src.add_argument("--input-shards", help="webdataset shards: a path, glob or brace pattern ('train-{0..9}.tar')")
-    dst = p.add_mutually_exclusive_group(required=True)
-    dst.add_argument("--out", help="where enhanced images (or shards) are written")
+    out_option(p, "where enhanced images (or shards) are written", "enhance")
     # The spelling of earlier releases, kept hidden for one release.
-    dst.add_argument("--output-dir", dest="out", help=argparse.SUPPRESS)
+    p.add_argument("--output-dir", dest="out", help=argparse.SUPPRESS)
     p.add_argument(
         "--checkpoint", required=True, help="RRDBNet weights: BasicSR .pth (params_ema/params/bare) or .safetensors"
     )

@@ -181,7 +181,7 @@ def _level_or_gsd(parser: argparse.ArgumentParser) -> None:
 def build_parser() -> argparse.ArgumentParser:
     from text2earth.cli.data import register as register_data_tools
     from text2earth.cli.enhance import register as register_enhance
-    from text2earth.cli.parser import Parser
+    from text2earth.cli.parser import Parser, out_option
     from text2earth.io.bands import TASKS
     from text2earth.pipelines.schedulers import SCHEDULERS
 
@@ -216,7 +216,7 @@ def build_parser() -> argparse.ArgumentParser:
     gen.add_argument("--modality", default="rgb", help="rgb | nir | pan | sar: loads the model's LoRA (MODEL/lora/M)")
     gen.add_argument("--lora", default=None, help="a LoRA adapter folder (overrides --modality's default adapter)")
     gen.add_argument("--lora-scale", type=float, default=1.0, help="LoRA strength (0 = the base model)")
-    gen.add_argument("--out", required=True, help="output folder")
+    out_option(gen, "output folder", "generate")
     gen.set_defaults(func=_generate)
 
     tr = sub.add_parser("translate", help="image-to-image translation with a ControlNet (pan2rgb, nir2rgb, ...)")
@@ -227,7 +227,7 @@ def build_parser() -> argparse.ArgumentParser:
         choices=tuple(TASKS),
         help="the translation; shipped translators: pan2rgb, nir2rgb, pan2nir (the others need --translator)",
     )
-    tr.add_argument("--out", required=True, help="output image (.png; single-band targets: .png or .tif)")
+    out_option(tr, "output image (.png; single-band targets: .png or .tif)", "translate", ".png")
     tr.add_argument("--translator", default=None, help="translator folder (default: weights/translate/TASK)")
     tr.add_argument("--model", default=None, help="base model folder (default: the one the translator names)")
     tr.add_argument("--prompt", default="", help="optional caption")
@@ -259,7 +259,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     export = sub.add_parser("export", help="training checkpoint -> diffusers folder (EMA weights, safetensors)")
     export.add_argument("checkpoint", help="a training checkpoint (RUN_DIR/checkpoints/last.ckpt)")
-    export.add_argument("--out", required=True, help="the diffusers folder to write")
+    out_option(export, "the diffusers folder to write", "export")
     export.add_argument("--no-ema", action="store_true", help="export the raw trained weights instead of the EMA")
     export.set_defaults(func=_export)
 
@@ -277,7 +277,7 @@ def build_parser() -> argparse.ArgumentParser:
     edit.add_argument("prompt", help="what to paint there")
     _sampling_options(edit, "a local folder holding a 9-channel inpainting UNet (Text2Earth-inpainting layout)")
     edit.add_argument("--paste-back", action="store_true", help="keep unmasked pixels exactly (feathered edge)")
-    edit.add_argument("--out", required=True, help="output PNG")
+    out_option(edit, "output PNG", "edit", ".png")
     edit.set_defaults(func=_edit)
 
     outpaint = sub.add_parser("outpaint", help="an unbounded scene: a canvas grown from tiles at one resolution")
@@ -294,7 +294,7 @@ def build_parser() -> argparse.ArgumentParser:
     outpaint.add_argument("--tile", type=int, default=256, help="tile side in pixels (the model's image size)")
     outpaint.add_argument("--overlap", type=int, default=64, help="pixels shared by neighbouring tiles")
     outpaint.add_argument("--init", default=None, help="image placed at the top-left corner to grow from (tiles mode)")
-    outpaint.add_argument("--out", required=True, help="output PNG (a .tif GeoTIFF and a .json report beside it)")
+    out_option(outpaint, "output PNG (a .tif GeoTIFF and a .json report beside it)", "outpaint", ".png")
     outpaint.set_defaults(func=_outpaint)
 
     register_enhance(sub)
@@ -312,6 +312,7 @@ def _sampling_options(parser: argparse.ArgumentParser, model_help: str) -> None:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    from text2earth.cli.parser import fill_default_out
     from text2earth.core.verbosity import configure_console, configure_progress_bars
 
     configure_progress_bars()
@@ -321,6 +322,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     configure_console(args.verbose)
+    fill_default_out(args)
     try:
         code = args.func(args)
     except USER_ERRORS as exc:

@@ -21,3 +21,23 @@ class Parser(argparse.ArgumentParser):
     def __init__(self, *args, **kwargs) -> None:
         kwargs.setdefault("formatter_class", HelpFormatter)
         super().__init__(*args, **kwargs)
+
+
+def out_option(parser: argparse.ArgumentParser, what: str, name: str, suffix: str = "") -> None:
+    """``--out``, defaulting to a new ``outputs/NAME/DATE_TIME[SUFFIX]`` in the project (gitignored): runs
+    that leave it out never overwrite one another."""
+    parser.add_argument(
+        "--out", default=None, help=f"{what} (default: outputs/{name}/DATE_TIME{suffix} in the project)"
+    )
+    parser.set_defaults(out_default=(name, suffix))
+
+
+def fill_default_out(args: argparse.Namespace) -> None:
+    """Give ``args.out`` its default from :func:`out_option` when the command line left it out."""
+    if getattr(args, "out", None) is None and getattr(args, "out_default", None):
+        import time
+
+        from text2earth.core.paths import project_root
+
+        name, suffix = args.out_default
+        args.out = str(project_root() / "outputs" / name / (time.strftime("%Y-%m-%d_%H-%M-%S") + suffix))
