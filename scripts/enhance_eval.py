@@ -52,7 +52,7 @@ def evaluate(
     scores: dict[str, dict[str, list[torch.Tensor]]] = defaultdict(lambda: defaultdict(list))
     keep: list[tuple] = []  # (key, source, lq, bicubic, network, target) for the strip
     start = time.perf_counter()
-    for batch in tqdm(dm.val_dataloader(), desc="evaluate", disable=not progress):
+    for batch in tqdm(dm.val_dataloader(), desc="evaluate", disable=None if progress else True):
         lq, gt = batch["lq"], batch["gt"]
         outputs = {"bicubic": quantize_8bit(bicubic(lq, net.scale)), "rrdbnet": quantize_8bit(net(lq))}
         for name, pred in outputs.items():

@@ -125,10 +125,10 @@ def make_canvas(
     if mode == "tiles":
         seed_image = load_rgb(init) if init else None
         pipe = Text2EarthInpaintPipeline.from_pretrained(model, torch_dtype=inference_dtype(target)).to(target)
-        pipe.set_progress_bar_config(disable=not show_progress)
+        pipe.set_progress_bar_config(disable=None if show_progress else True)
         return outpaint_tiles(pipe, prompt, init=seed_image, feather=feather, **common)
     pipe = Text2EarthPipeline.from_pretrained(model, torch_dtype=inference_dtype(target)).to(target)
-    pipe.set_progress_bar_config(disable=not show_progress)
+    pipe.set_progress_bar_config(disable=None if show_progress else True)
     return outpaint_joint(pipe, prompt, **common)
 
 
