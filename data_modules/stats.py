@@ -175,8 +175,10 @@ def _extent(lat: np.ndarray, lon: np.ndarray) -> tuple[tuple[float, float, float
 
 
 def _metres(level: float) -> str:
-    gsd = level_to_gsd(level)
-    return "unknown" if gsd is None else f"{gsd:.3g} m"
+    gsd = level_to_gsd(level)  # levels are binned to 3 decimals: 9.99 m is the 10 m level
+    if gsd is None:
+        return "unknown"
+    return f"{round(gsd)} m" if gsd >= 9.5 else f"{gsd:.2g} m"
 
 
 def bar_chart(title: str, labels: list[str], values: list[int], size: tuple[int, int] = (520, 300)) -> PIL.Image.Image:
