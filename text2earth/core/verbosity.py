@@ -43,12 +43,18 @@ def configure_console(loud: bool) -> None:
     warnings.filterwarnings("ignore")  # third-party deprecations, cast, peft and KID warnings
     for module in _OWN_MODULES:
         warnings.filterwarnings("default", module=module)
-    # Lightning's tips ("litlogger"), accelerator lines and model summary are INFO records.
-    for name in ("lightning.pytorch", "lightning.fabric", "lightning", "pytorch_lightning"):
-        logging.getLogger(name).setLevel(logging.WARNING)
     from transformers.utils import logging as hf_logging
 
     hf_logging.set_verbosity_error()
+
+
+def quiet_lightning() -> None:
+    """Without ``-v``: Lightning's tips ("litlogger"), accelerator lines and summaries are INFO records; its
+    import sets its loggers to INFO, so this runs after that import, where a Trainer is built."""
+    if verbose():
+        return
+    for name in ("lightning.pytorch", "lightning.fabric", "lightning"):
+        logging.getLogger(name).setLevel(logging.WARNING)
 
 
 def trainer_console_options(trainer_cfg: dict) -> dict[str, bool]:

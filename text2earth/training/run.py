@@ -23,7 +23,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from text2earth.core.config import without_hydra
 from text2earth.core.errors import UserError
-from text2earth.core.verbosity import trainer_console_options
+from text2earth.core.verbosity import quiet_lightning, trainer_console_options
 
 log = logging.getLogger(__name__)
 
@@ -42,6 +42,7 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     model = hydra.utils.instantiate(cfg.model)
     callbacks = instantiate_dict(cfg.get("callbacks"))
     loggers = instantiate_dict(cfg.get("logger"))
+    quiet_lightning()
     console = trainer_console_options(cfg.trainer)
     trainer: L.Trainer = hydra.utils.instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False, **console)
     # The run's own config, without Hydra's runtime node (not resolvable outside @hydra.main).
