@@ -16,7 +16,7 @@ from text2earth.core.resolution import level_to_gsd
 from text2earth.io.device import inference_dtype, pick_device
 from text2earth.io.files import atomic_path, write_atomic
 from text2earth.io.images import image_to_tensor, load_image, load_rgb, mask_to_tensor, save_png
-from text2earth.io.pngmeta import image_text
+from text2earth.io.pngmeta import image_text, model_fields, number
 from text2earth.pipelines.outpaint import MODES, Canvas
 
 
@@ -58,7 +58,19 @@ def edit_to_file(
         paste_back=paste_back,
         feather=feather,
     )
-    text = image_text(result.prompts[0], result.levels[0], seed=seed, model=model, steps=steps, paste_back=paste_back)
+    text = image_text(
+        result.prompts[0],
+        result.levels[0],
+        seed=seed,
+        image=str(Path(image).resolve()),
+        mask=str(Path(mask).resolve()),
+        steps=steps,
+        scheduler=type(pipe.scheduler).__name__,
+        guidance=number(guidance),
+        paste_back=paste_back,
+        feather=feather,
+        **model_fields(model),
+    )
     return save_png(result.images[0], out, text)
 
 
@@ -149,7 +161,12 @@ def save_canvas(canvas: Canvas, out: str | Path, model: str, seed: int) -> dict[
         "seam_ratio": round(seams.ratio, 4),
     }
     text = image_text(
-        canvas.caption, canvas.level, seed=seed, model=model, mode=canvas.mode, seam_ratio=report["seam_ratio"]
+        canvas.caption,
+        canvas.level,
+        seed=seed,
+        mode=canvas.mode,
+        seam_ratio=report["seam_ratio"],
+        **model_fields(model),
     )
     report["png"] = str(save_png(canvas.image, out, text))
     gsd = level_to_gsd(canvas.level)

@@ -16,7 +16,7 @@ from text2earth.core.resolution import parse_prompt, resolve_levels
 from text2earth.io.device import inference_dtype, pick_device
 from text2earth.io.files import content_hash
 from text2earth.io.images import make_grid, read_png_text, save_png, to_unit_float
-from text2earth.io.pngmeta import image_text, number
+from text2earth.io.pngmeta import image_text, model_fields, number
 from text2earth.models.level_range import warn_outside_range
 
 
@@ -87,8 +87,7 @@ def generate_to_folder(
         "scheduler": scheduler or f"{type(pipe.scheduler).__name__} (the model's own)",
         "guidance": number(guidance),
         "level_guidance": None if level_guidance is None else number(level_guidance),
-        "model": str(Path(model).resolve()),
-        "model_sha256": content_hash(model),
+        **model_fields(model),
         "modality": modality,
         "lora": str(Path(lora).resolve()) if lora else None,
         "lora_scale": number(lora_scale) if lora or modality != "rgb" else None,

@@ -8,17 +8,24 @@ writer adds (seed, model, steps ...). A new key is one more keyword argument at 
 from __future__ import annotations
 
 from collections.abc import Mapping
+from pathlib import Path
 from typing import Any
 
 from PIL import PngImagePlugin
 
 from text2earth.core.resolution import level_to_gsd
+from text2earth.io.files import content_hash
 
 
 def number(value: float) -> str:
     """``value`` as short text that reads back as exactly the same float (``13.7``, ``18``, ``15.415037499278844``)."""
     short = f"{value:g}"
     return short if float(short) == value else repr(float(value))
+
+
+def model_fields(folder: str | Path, name: str = "model") -> dict[str, str]:
+    """``{name}`` (the absolute folder) and ``{name}_sha256`` (its content hash): which weights made an image."""
+    return {name: str(Path(folder).resolve()), f"{name}_sha256": content_hash(folder)}
 
 
 def image_text(caption: str, level: float, **extra: Any) -> dict[str, str]:
