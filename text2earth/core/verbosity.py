@@ -43,9 +43,11 @@ def configure_console(loud: bool) -> None:
     warnings.filterwarnings("ignore")  # third-party deprecations, cast, peft and KID warnings
     for module in _OWN_MODULES:
         warnings.filterwarnings("default", module=module)
+    from diffusers.utils import logging as diffusers_logging
     from transformers.utils import logging as hf_logging
 
     hf_logging.set_verbosity_error()
+    diffusers_logging.set_verbosity_error()  # e.g. "modules ... should be kept in float32" on a dtype cast
 
 
 def quiet_lightning() -> None:
