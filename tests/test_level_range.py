@@ -25,7 +25,8 @@ def test_record_read_and_warn(published_folder, tmp_path):
     folder = shutil.copytree(published_folder, tmp_path / "trained")
     assert record_level_range(folder, {0: 50, 9.678: 10, 13.678: 40, 12.0: 0}) == (9.678, 13.678)
     assert read_level_range(folder) == (9.678, 13.678)
-    assert level_range_warning(folder, [9.678, 13.678, 12, 0]) is None  # inside, and 0 = unknown
+    assert level_range_warning(folder, [9.678, 13.678, 13.7, 12, 0]) is None  # inside (13.7: 9.85 m), 0 = unknown
+    assert level_range_warning(folder, [13.8]) is not None
     message = level_range_warning(folder, [18, 12])
     assert "level 18 (0.5 m/px)" in message and "9.678..13.678" in message and "160..10 m/px" in message
 

@@ -15,7 +15,9 @@ from text2earth.core.resolution import level_to_gsd
 from text2earth.io.files import write_atomic
 
 KEY = "trained_levels"
-_SLACK = 1e-3  # levels are stored rounded to 3 decimals
+# A request within 0.05 level (3.5 % in gsd) of the range counts as inside: 13.7 (9.85 m) on a model trained
+# down to 13.678 (10 m) is no unsupported request, 18 (0.5 m) is.
+_SLACK = 0.05
 
 
 def _index(folder: str | Path) -> Path:
