@@ -224,8 +224,8 @@ def build_parser() -> argparse.ArgumentParser:
     tr.add_argument(
         "--task",
         required=True,
-        choices=tuple(TASKS),
-        help="the translation; shipped translators: pan2rgb, nir2rgb, pan2nir (the others need --translator)",
+        help=f"the translation: {' | '.join(TASKS)}; shipped translators: pan2rgb, nir2rgb, pan2nir "
+        "(the others need --translator)",
     )
     out_option(tr, "output image (.png; single-band targets: .png or .tif)", "translate", ".png")
     tr.add_argument("--translator", default=None, help="translator folder (default: weights/translate/TASK)")
