@@ -208,7 +208,7 @@ def build_parser() -> argparse.ArgumentParser:
     gen.add_argument("--level-guidance", type=float, default=None, help="separate guidance scale for the resolution")
     gen.add_argument("--negative", default=None, help="negative prompt (replaces the empty unconditional caption)")
     gen.add_argument(
-        "--scheduler", default=None, choices=tuple(SCHEDULERS), help="sampler (default: the model folder's own)"
+        "--scheduler", default=None, help=f"sampler: {' | '.join(SCHEDULERS)} (default: the model folder's own)"
     )
     gen.add_argument("--height", type=int, default=None, help="image height in pixels (default: the model's)")
     gen.add_argument("--width", type=int, default=None, help="image width in pixels (default: the model's)")
