@@ -22,7 +22,9 @@ def main() -> None:
     parser.add_argument("source", help="the JSON report the make target wrote")
     args = parser.parse_args()
     report = json.loads(Path(args.source).read_text())
-    write_atomic(FIGURES / f"{args.name}.json", (json.dumps(report, indent=2, sort_keys=True) + "\n").encode())
+    # Paths inside the project are kept relative to it: the file must not name one checkout.
+    text = json.dumps(report, indent=2, sort_keys=True).replace(f"{FIGURES.parents[1]}/", "")
+    write_atomic(FIGURES / f"{args.name}.json", (text + "\n").encode())
     print(f"figures: {args.source} -> {FIGURES / args.name}.json")
 
 
