@@ -23,7 +23,8 @@ def main() -> None:
     args = parser.parse_args()
     report = json.loads(Path(args.source).read_text())
     # Paths inside the project are kept relative to it: the file must not name one checkout.
-    text = json.dumps(report, indent=2, sort_keys=True).replace(f"{FIGURES.parents[1]}/", "")
+    root = FIGURES.parents[1]
+    text = json.dumps(report, indent=2, sort_keys=True).replace(f"{root}/", "").replace(f'"{root}"', '"."')
     write_atomic(FIGURES / f"{args.name}.json", (text + "\n").encode())
     print(f"figures: {args.source} -> {FIGURES / args.name}.json")
 
