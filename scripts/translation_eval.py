@@ -56,7 +56,7 @@ def evaluate_translator(
     scores: dict[str, list[torch.Tensor]] = {}
     kept: list[tuple[torch.Tensor, ...]] = []
     seen = 0
-    bar = tqdm(total=n_tiles, desc=f"evaluate {task}", unit="tile", disable=not progress)
+    bar = tqdm(total=n_tiles, desc=f"evaluate {task}", unit="tile", disable=None if progress else True)
     for batch in dm.val_dataloader():
         take = min(n_tiles - seen, len(batch["key"]))
         if take <= 0:

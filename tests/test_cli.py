@@ -102,3 +102,27 @@ def test_train_config_mistakes_are_one_line(tmp_path, capsys):
         assert main(["train", *overrides]) == 2
         err = capsys.readouterr().err.strip().splitlines()
         assert len(err) == 1 and expected in err[0], (overrides, err)
+
+
+def test_generate_from_png_makes_the_same_pixels(model_folder, tmp_path, capsys):
+    """Every setting is recorded in the PNG, and `generate --from` makes that image again, pixel for pixel."""
+    out = tmp_path / "gen"
+    settings = ["--level", "13.7", "--level-guidance", "6", "--negative", "clouds", "--scheduler", "euler_a"]
+    settings += ["--steps", "3", "--guidance", "5.5", "--height", "32", "--width", "48", "--seed", "11"]
+    assert (
+        main(
+            ["generate", "a river", "farmland", "--model", str(model_folder), "--n", "2", *settings, "--out", str(out)]
+        )
+        == 0
+    )
+    original = sorted(out.glob("0*.png"))[3]  # the second prompt's second image: seed 14
+    meta = read_png_text(original)
+    assert meta["prompt"] == "farmland" and meta["negative_prompt"] == "clouds" and meta["seed"] == "14"
+    assert (meta["level"], meta["level_guidance"], meta["guidance"]) == ("13.7", "6", "5.5")
+    assert (meta["scheduler"], meta["steps"], meta["width"], meta["height"]) == ("euler_a", "3", "48", "32")
+    assert meta["model"] == str(model_folder.resolve()) and len(meta["model_sha256"]) == 64
+    assert main(["generate", "--from", str(original), "--out", str(tmp_path / "again")]) == 0
+    again = next((tmp_path / "again").glob("0*.png"))
+    assert Image.open(again).size == (48, 32)
+    assert list(Image.open(again).getdata()) == list(Image.open(original).getdata())
+    assert read_png_text(again) == meta

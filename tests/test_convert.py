@@ -306,3 +306,21 @@ def test_cli_convert_and_errors(tiles, tmp_path, capsys):
     assert "--captions" in capsys.readouterr().err
     assert main(["data", "convert", "git10m", str(tmp_path / "nothing-*.parquet"), "--out", str(tmp_path / "g")]) == 2
     assert "no Parquet/Arrow" in capsys.readouterr().err
+
+
+def test_cli_rsicd_split_names_the_shards(tiles, tmp_path, capsys):
+    """`convert rsicd --split test` writes test-* shards (the split names them unless --prefix does)."""
+    images = tmp_path / "RSICD_images"
+    images.mkdir()
+    (images / "airport_1.jpg").write_bytes(tiles[0])
+    (images / "beach_2.jpg").write_bytes(tiles[1])
+    entries = [
+        {"filename": name, "split": split, "sentences": [{"raw": f"{name} caption ."}]}
+        for name, split in (("airport_1.jpg", "test"), ("beach_2.jpg", "train"))
+    ]
+    (tmp_path / "dataset_rsicd.json").write_text(json.dumps({"images": entries}))
+    argv = ["data", "convert", "rsicd", str(tmp_path / "dataset_rsicd.json"), "--images", str(images)]
+    assert main([*argv, "--split", "test", "--out", str(tmp_path / "t")]) == 0
+    assert [p.name for p in (tmp_path / "t").glob("*.tar")] == ["test-000000.tar"]
+    assert main([*argv, "--split", "test", "--prefix", "rsicd", "--out", str(tmp_path / "p")]) == 0
+    assert [p.name for p in (tmp_path / "p").glob("*.tar")] == ["rsicd-000000.tar"]

@@ -222,8 +222,8 @@ def image_tree(tiles, tmp_path) -> Path:
 def test_cli_folder_end_to_end_and_resume(image_tree, tmp_path, capsys):
     ckpt = save_rrdbnet(tiny_net(), tmp_path / "w.safetensors")
     out = tmp_path / "out"
-    argv = ["enhance", "--input-dir", str(image_tree), "--output-dir", str(out), "--checkpoint", str(ckpt)]
-    argv += ["--batch-size", "2", "--tile", "32", "--tile-overlap", "8", "--device", "cpu", "--quiet"]
+    argv = ["enhance", "--input-dir", str(image_tree), "--out", str(out), "--checkpoint", str(ckpt)]
+    argv += ["--batch-size", "2", "--tile-size", "32", "--tile-overlap", "8", "--device", "cpu", "--quiet"]
     assert _cli(argv) == 0
     captured = capsys.readouterr()
     assert "4 enhanced" in captured.out and "broken.png" in captured.err
@@ -252,7 +252,7 @@ def test_cli_folder_end_to_end_and_resume(image_tree, tmp_path, capsys):
 
 def test_cli_bad_input_is_one_line_exit_2(tmp_path, capsys):
     (tmp_path / "in").mkdir()
-    missing = ["--input-dir", str(tmp_path / "in"), "--output-dir", str(tmp_path / "o"), "--checkpoint", "nope.pth"]
+    missing = ["--input-dir", str(tmp_path / "in"), "--out", str(tmp_path / "o"), "--checkpoint", "nope.pth"]
     assert _cli(["enhance", *missing]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "checkpoint not found" in err[0]
@@ -278,7 +278,7 @@ def test_cli_bad_input_is_one_line_exit_2(tmp_path, capsys):
 def test_cli_shards(shard_dir, tmp_path, capsys):
     ckpt = save_rrdbnet(tiny_net(), tmp_path / "w.safetensors")
     out = tmp_path / "enhanced"
-    argv = ["enhance", "--input-shards", f"{shard_dir}/val-*.tar", "--output-dir", str(out), "--checkpoint", str(ckpt)]
+    argv = ["enhance", "--input-shards", f"{shard_dir}/val-*.tar", "--out", str(out), "--checkpoint", str(ckpt)]
     assert _cli([*argv, "--quiet"]) == 0
     with tarfile.open(shard_dir / "val-000000.tar") as a, tarfile.open(out / "val-000000.tar") as b:
         assert a.getnames() == b.getnames()

@@ -228,3 +228,14 @@ def test_resume_refuses_images_made_with_other_settings(tiny_pipe, tmp_path):
     generate_images(tiny_pipe, prompts, tmp_path, num_inference_steps=2)
     with pytest.raises(ValueError, match="steps differ"):
         generate_images(tiny_pipe, prompts, tmp_path, num_inference_steps=3)
+
+
+def test_evaluate_checks_the_classifier_folder_before_generating(tmp_path, capsys):
+    """A wrong zsoa.pretrained fails in seconds, before any image is generated or any FID computed."""
+    from text2earth.cli.main import main
+
+    argv = ["evaluate", "eval_preset=demo", "metrics=[fid,zsoa]", f"zsoa.pretrained={tmp_path / 'no-resnet'}"]
+    assert main([*argv, f"hydra.run.dir={tmp_path / 'run'}"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "no-resnet" in err and "config.json" in err
+    assert not list((tmp_path / "run").rglob("*.png"))

@@ -206,17 +206,17 @@ def test_shipped_translator_and_paths_from_another_directory(ws, tmp_path, monke
 def test_out_of_memory_while_sampling_is_one_line_with_the_need(ws, tmp_path, monkeypatch, capsys):
     from text2earth.pipelines.text2img import Text2EarthPipeline
 
-    def no_memory(self, *args, **kwargs):  # what torch's CPU allocator raises for a batch that does not fit
+    def no_memory(self, *args, **kwargs):  # what torch's CPU allocator raises for an image that does not fit
         raise RuntimeError(
             "[enforce fail at alloc_cpu.cpp:117] DefaultCPUAllocator: can't allocate memory: "
             "you tried to allocate 68719476736 bytes. Error code 12 (Cannot allocate memory)"
         )
 
     monkeypatch.setattr(Text2EarthPipeline, "__call__", no_memory)
-    argv = ["generate", "fields", "--model", ws["model"], "--gsd", "10", "--steps", "1", "--n", "4096"]
+    argv = ["generate", "fields", "--model", ws["model"], "--gsd", "10", "--steps", "1", "--n", "2"]
     assert main([*argv, "--height", "32", "--width", "32", "--out", str(tmp_path / "gen")]) == 2
     err = capsys.readouterr().err.strip().splitlines()
-    assert len(err) == 1 and "not enough memory to sample 4096 images of 32x32" in err[0] and "64.0 GiB" in err[0]
+    assert len(err) == 1 and "not enough memory to sample an image of 32x32" in err[0] and "64.0 GiB" in err[0]
     assert not (tmp_path / "gen").exists()
 
 

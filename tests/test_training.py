@@ -12,6 +12,7 @@ from callbacks.ema import EMA
 from text2earth.cli.main import main as cli_main
 from text2earth.core.config import compose_config
 from text2earth.core.paths import shipped
+from text2earth.models.level_range import read_level_range
 from text2earth.pipelines.text2img import Text2EarthPipeline
 from text2earth.training.ema import ema_weights_from_checkpoint
 from text2earth.training.export import export_checkpoint, load_checkpoint
@@ -104,6 +105,10 @@ def test_train_ema_checkpoint_export_reload(embedded_shards, tmp_path):
     assert any(not torch.equal(shadow[n], trained[n].detach()) for n in shadow)  # EMA != raw weights
 
     exported = export_checkpoint(last, tmp_path / "exported")
+    # The export records the levels the batches held (the embedded tiles: 160 m .. 10 m).
+    histogram = {float(k): n for k, n in checkpoint["level_histogram"].items()}
+    assert sum(histogram.values()) > 0 and read_level_range(exported) == (min(histogram), max(histogram))
+    assert min(histogram) > 9.6 and max(histogram) < 13.7
     # the CLI does the same, and a missing checkpoint is a one-line error
     assert cli_main(["export", str(last), "--out", str(tmp_path / "exported_cli")]) == 0
     assert (tmp_path / "exported_cli" / "unet" / "diffusion_pytorch_model.safetensors").exists()

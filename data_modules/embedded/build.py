@@ -203,7 +203,7 @@ def build_embedded_shards(
         "scene_class": defaultdict(Counter),
     }
     try:
-        bar = tqdm(total=len(plan), desc="embedded tiles", unit="tile", disable=not progress)
+        bar = tqdm(total=len(plan), desc="embedded tiles", unit="tile", disable=None if progress else True)
         for split, sample, meta, _caption in _iter_samples(plan, seed):
             writers[split].write(sample)
             counts["split"][split] += 1

@@ -56,6 +56,9 @@ def write_preview(shard_dir: str | Path, out_png: str | Path, per_level: int = 8
             depth += 1
         rows.append([img for _, img in picked])
         name = "Sentinel-2" if source == "sentinel2" else "Landsat-8"
-        labels.append(f"{name} {describe(gsd_to_level(gsd))} n={len(items)}")
+        shown = f"{len(items)} tiles" if len(picked) == len(items) else f"{len(picked)} of {len(items)} tiles"
+        if len(picked) < min(per_level, len(items)):  # the rest overlap a shown tile by half or more
+            shown += ", the rest overlap these"
+        labels.append(f"{name} {describe(gsd_to_level(gsd))}: {shown}")
     grid = labelled_grid(rows, row_labels=labels, cell_size=128, font_size=13)
     return save_png(grid, out_png)

@@ -133,7 +133,7 @@ TRANSLATE = "translate {gray} --task pan2rgb --steps 1"
 EXPORT = "export"
 TRAIN = "train hydra.run.dir={out} paths.data_dir={root}/nodata"
 SHARDS = "{shards}/train-{{000000..000001}}.tar"
-ENHANCE = "enhance --checkpoint {rrdb} --tile 0 --batch-size 1 --quiet"
+ENHANCE = "enhance --checkpoint {rrdb} --tile-size 0 --batch-size 1 --quiet"
 ENH_IN = "--input-dir {folder_src}"
 
 MODEL_DAMAGE = (
@@ -432,7 +432,7 @@ CASES: list[Case] = [
     err("cache/out-is-file", f"data cache-latents {SHARDS} --model {{model}} --out {{text_file}}", "is a file"),
     err("cache/out-read-only", f"data cache-latents {SHARDS} --model {{model}} --out {{read_only}}", "cannot write"),
     # data build-embedded / build-pairs
-    err("embedded/tile-zero", "data build-embedded --tile 0 --out {out}", "--tile"),
+    err("embedded/tile-zero", "data build-embedded --tile-size 0 --out {out}", "--tile-size"),
     err("embedded/every-zero", "data build-embedded --every 0 --out {out}", "--every"),
     err("embedded/val-fraction", "data build-embedded --val-fraction 2 --out {out}", "--val-fraction"),
     err("embedded/out-is-file", "data build-embedded --out {text_file}", "is a file"),
@@ -442,40 +442,40 @@ CASES: list[Case] = [
     err("pairs/out-is-file", "data build-pairs --embedded {shards} --out {text_file}", "is a file"),
     err("pairs/out-read-only", "data build-pairs --embedded {shards} --out {read_only}", "cannot write"),
     # enhance
-    ok("enhance/folder", f"{ENHANCE} {ENH_IN} --output-dir {{out}}", enhanced),
-    err("enhance/input-missing", f"{ENHANCE} --input-dir {{root}}/nope --output-dir {{out}}", "does not exist"),
-    err("enhance/input-is-file", f"{ENHANCE} --input-dir {{text_file}} --output-dir {{out}}", "is a file"),
+    ok("enhance/folder", f"{ENHANCE} {ENH_IN} --out {{out}}", enhanced),
+    err("enhance/input-missing", f"{ENHANCE} --input-dir {{root}}/nope --out {{out}}", "does not exist"),
+    err("enhance/input-is-file", f"{ENHANCE} --input-dir {{text_file}} --out {{out}}", "is a file"),
     err(
         "enhance/shards-nothing",
-        f"{ENHANCE} --input-shards {{root}}/none/*.tar --output-dir {{out}}",
+        f"{ENHANCE} --input-shards {{root}}/none/*.tar --out {{out}}",
         "no shards match",
     ),
-    err("enhance/shards-pipe", f"{ENHANCE} --input-shards {{evil_manifest}} --output-dir {{out}}", "shell command"),
+    err("enhance/shards-pipe", f"{ENHANCE} --input-shards {{evil_manifest}} --out {{out}}", "shell command"),
     err(
         "enhance/checkpoint-missing",
-        f"{ENHANCE} {ENH_IN} --output-dir {{out}}".replace("{rrdb}", "{root}/nope.pth"),
+        f"{ENHANCE} {ENH_IN} --out {{out}}".replace("{rrdb}", "{root}/nope.pth"),
         "checkpoint not found",
     ),
     err(
         "enhance/checkpoint-garbage",
-        f"{ENHANCE} {ENH_IN} --output-dir {{out}}".replace("{rrdb}", "{ckpt_text}"),
+        f"{ENHANCE} {ENH_IN} --out {{out}}".replace("{rrdb}", "{ckpt_text}"),
         "cannot be read",
     ),
     err(
         "enhance/checkpoint-foreign",
-        f"{ENHANCE} {ENH_IN} --output-dir {{out}}".replace("{rrdb}", "{model}/vae/diffusion_pytorch_model.safetensors"),
+        f"{ENHANCE} {ENH_IN} --out {{out}}".replace("{rrdb}", "{model}/vae/diffusion_pytorch_model.safetensors"),
         "RRDBNet",
     ),
     err(
         "enhance/batch-zero",
-        f"{ENHANCE} {ENH_IN} --output-dir {{out}}".replace("--batch-size 1", "--batch-size 0"),
+        f"{ENHANCE} {ENH_IN} --out {{out}}".replace("--batch-size 1", "--batch-size 0"),
         "--batch-size",
     ),
-    err("enhance/outscale-zero", f"{ENHANCE} {ENH_IN} --outscale 0 --output-dir {{out}}", "--outscale"),
-    err("enhance/half-cpu", f"{ENHANCE} {ENH_IN} --half --device cpu --output-dir {{out}}", "--half"),
-    err("enhance/device-cuda", f"{ENHANCE} {ENH_IN} --device cuda --output-dir {{out}}", "no CUDA device"),
-    err("enhance/out-is-file", f"{ENHANCE} {ENH_IN} --output-dir {{text_file}}", "is a file"),
-    err("enhance/out-read-only", f"{ENHANCE} {ENH_IN} --output-dir {{read_only}}", "cannot write"),
+    err("enhance/outscale-zero", f"{ENHANCE} {ENH_IN} --outscale 0 --out {{out}}", "--outscale"),
+    err("enhance/half-cpu", f"{ENHANCE} {ENH_IN} --half --device cpu --out {{out}}", "--half"),
+    err("enhance/device-cuda", f"{ENHANCE} {ENH_IN} --device cuda --out {{out}}", "no CUDA device"),
+    err("enhance/out-is-file", f"{ENHANCE} {ENH_IN} --out {{text_file}}", "is a file"),
+    err("enhance/out-read-only", f"{ENHANCE} {ENH_IN} --out {{read_only}}", "cannot write"),
     # the parser itself
     err("cli/no-command", "", "command"),
     err("cli/unknown-command", "generat fields", "generat"),

@@ -17,7 +17,7 @@ from text2earth.io.device import inference_dtype, pick_device
 from text2earth.io.files import write_atomic
 from text2earth.io.geo import georeference
 from text2earth.io.images import image_to_tensor, load_image, load_rgb, mask_to_tensor, save_png
-from text2earth.io.pngmeta import image_text
+from text2earth.io.pngmeta import image_text, model_fields, number
 from text2earth.pipelines.outpaint import MODES, Canvas
 
 
@@ -59,7 +59,19 @@ def edit_to_file(
         paste_back=paste_back,
         feather=feather,
     )
-    text = image_text(result.prompts[0], result.levels[0], seed=seed, model=model, steps=steps, paste_back=paste_back)
+    text = image_text(
+        result.prompts[0],
+        result.levels[0],
+        seed=seed,
+        image=str(Path(image).resolve()),
+        mask=str(Path(mask).resolve()),
+        steps=steps,
+        scheduler=type(pipe.scheduler).__name__,
+        guidance=number(guidance),
+        paste_back=paste_back,
+        feather=feather,
+        **model_fields(model),
+    )
     return save_png(result.images[0], out, text)
 
 
@@ -109,10 +121,10 @@ def make_canvas(
     if mode == "tiles":
         seed_image = load_rgb(init) if init else None
         pipe = Text2EarthInpaintPipeline.from_pretrained(model, torch_dtype=inference_dtype(target)).to(target)
-        pipe.set_progress_bar_config(disable=not show_progress)
+        pipe.set_progress_bar_config(disable=None if show_progress else True)
         return outpaint_tiles(pipe, prompt, init=seed_image, feather=feather, **common)
     pipe = Text2EarthPipeline.from_pretrained(model, torch_dtype=inference_dtype(target)).to(target)
-    pipe.set_progress_bar_config(disable=not show_progress)
+    pipe.set_progress_bar_config(disable=None if show_progress else True)
     return outpaint_joint(pipe, prompt, **common)
 
 
@@ -136,7 +148,12 @@ def save_canvas(
         "seam_ratio": round(seams.ratio, 4),
     }
     text = image_text(
-        canvas.caption, canvas.level, seed=seed, model=model, mode=canvas.mode, seam_ratio=report["seam_ratio"]
+        canvas.caption,
+        canvas.level,
+        seed=seed,
+        mode=canvas.mode,
+        seam_ratio=report["seam_ratio"],
+        **model_fields(model),
     )
     report["png"] = str(save_png(canvas.image, out, text))
     if location is not None:

@@ -9,7 +9,7 @@ import torch
 from text2earth.io.bands import TASKS, DnRange, check_task, to_band, write_band
 from text2earth.io.device import pick_device
 from text2earth.io.images import save_png
-from text2earth.io.pngmeta import image_text
+from text2earth.io.pngmeta import image_text, model_fields, number
 from text2earth.pipelines.translate import Text2EarthControlNetPipeline, load_condition
 
 
@@ -53,7 +53,20 @@ def translate_file(
         output_type="np",
     )
     image = result.images[0]
-    text = image_text(prompt, result.levels[0], task=task, input=str(input_path), seed=seed)
+    text = image_text(
+        prompt,
+        result.levels[0],
+        task=task,
+        input=str(Path(input_path).resolve()),
+        seed=seed,
+        steps=steps,
+        scheduler=scheduler or type(pipe.scheduler).__name__,
+        guidance=number(guidance),
+        conditioning_scale=number(conditioning_scale),
+        dn_range=dn_range if isinstance(dn_range, str) else f"{number(dn_range[0])} {number(dn_range[1])}",
+        **model_fields(translator, "translator"),
+        **({} if model is None else model_fields(model)),
+    )
     if TASKS[task][1] == "rgb":
         return save_png(image, out_path, text)
     return write_band(out_path, to_band(image), bits=bits)

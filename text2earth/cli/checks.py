@@ -2,29 +2,20 @@
 
 Each ``before_*`` runs first in its subcommand: values that cannot work and outputs that cannot be written
 fail in a second, before a model loads or sampling starts. :func:`error_line` turns any user error (ours, an
-operating-system error, an argparse mistake) into the one line the CLI prints.
+operating-system error) into the one line the CLI prints; :class:`text2earth.cli.parser.Parser` words
+argparse mistakes the same way.
 """
 
 from __future__ import annotations
 
 import argparse
-import sys
 from pathlib import Path
-from typing import NoReturn
 
 from text2earth.core.errors import UserError, describe_os_error
 from text2earth.io.device import pick_device
 from text2earth.io.outputs import check_output_file, check_writable_folder
 
 PNG = (".png",)
-
-
-class OneLineParser(argparse.ArgumentParser):
-    """argparse, with a usage mistake reported as one line (the usage block stays behind ``--help``)."""
-
-    def error(self, message: str) -> NoReturn:
-        print(f"text2earth: error: {self.prog}: {message} (see `{self.prog} --help`)", file=sys.stderr)
-        sys.exit(2)
 
 
 def error_line(exc: BaseException) -> str:

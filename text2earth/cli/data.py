@@ -31,7 +31,7 @@ def _convert(args: argparse.Namespace) -> int:
     manifest = convert(
         source,
         args.out,
-        prefix=args.prefix,
+        prefix=args.prefix or args.split or "train",
         shard_count=args.shard_count,
         shard_bytes=int(args.shard_mb * 1e6),
         rows_per_task=args.rows_per_task,
@@ -73,7 +73,7 @@ def _build_embedded(args: argparse.Namespace) -> int:
     per_level = {"tiles_per_level": args.tiles_per_level} if args.tiles_per_level is not None else {}
     manifest = build_embedded_shards(
         args.out,
-        tile_size=args.tile,
+        tile_size=args.tile_size,
         val_fraction=args.val_fraction,
         max_per_shard=args.max_per_shard,
         seed=args.seed,
@@ -144,18 +144,20 @@ def _default_data(args: argparse.Namespace, **names: str) -> None:
 
 
 def register(data_sub: argparse._SubParsersAction) -> None:
+    from text2earth.cli.parser import out_option
+
     """Add every ``text2earth data`` subcommand."""
     emb = data_sub.add_parser("build-embedded", help="cut the real Landsat-8 / Sentinel-2 scenes into shards")
     emb.add_argument(
         "--out", default=None, help="output folder for the shards and manifest.json (default: PROJECT/data/embedded)"
     )
     emb.add_argument("--preview", default=None, metavar="PNG", help="also write a PNG grid of tiles per level here")
-    emb.add_argument("--tile", "--tile-size", dest="tile", type=int, default=64, help="tile side in pixels")
+    emb.add_argument("--tile-size", type=int, default=64, help="tile side in pixels")
     emb.add_argument("--val-fraction", type=float, default=0.15, help="minimum width of each scene's held-out band")
-    emb.add_argument("--max-per-shard", type=int, default=1000)
+    emb.add_argument("--max-per-shard", type=int, default=1000, help="samples per shard at most")
     emb.add_argument("--tiles-per-level", type=int, default=None, help="train tiles aimed at per level (default 350)")
     emb.add_argument("--every", type=int, default=1, help="keep every N-th tile of each level (a quick subset)")
-    emb.add_argument("--seed", type=int, default=0)
+    emb.add_argument("--seed", type=int, default=0, help="seed of the shard order and caption wording")
     emb.add_argument("--quiet", action="store_true", help="no progress bar")
     emb.set_defaults(func=_build_embedded)
 
@@ -165,9 +167,9 @@ def register(data_sub: argparse._SubParsersAction) -> None:
     )
     cache.add_argument("shards", help="brace pattern, glob, folder or list file")
     cache.add_argument("--model", required=True, help="a model folder (its vae/) or a VAE folder")
-    cache.add_argument("--out", required=True)
+    out_option(cache, "output folder of the cached shards", "latents")
     cache.add_argument("--image-size", type=int, default=None, help="default: each image's own size (no resampling)")
-    cache.add_argument("--batch-size", type=int, default=64)
+    cache.add_argument("--batch-size", type=int, default=64, help="images per VAE forward pass")
     cache.add_argument("--flip", action="store_true", help="also cache the latents of the flipped image")
     cache.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N")
     cache.add_argument(
@@ -183,7 +185,7 @@ def register(data_sub: argparse._SubParsersAction) -> None:
         help="Git-10M / image folder / RSICD -> size-bounded webdataset shards (parallel, resumable)",
         description="Re-running with the same arguments resumes: finished tasks are kept, the rest redone.",
     )
-    conv.add_argument("kind", choices=("git10m", "folder", "rsicd"))
+    conv.add_argument("kind", choices=("git10m", "folder", "rsicd"), help="the source format")
     conv.add_argument(
         "input",
         help="git10m: Parquet/Arrow file, glob, folder or save_to_disk folder; folder: the image folder; "
@@ -198,7 +200,7 @@ def register(data_sub: argparse._SubParsersAction) -> None:
         help="folder: let the captions file name images outside the image folder (.., absolute paths)",
     )
     conv.add_argument("--split", help="only this split (save_to_disk DatasetDict, RSICD)")
-    conv.add_argument("--prefix", default="train", help="shard names {prefix}-%%06d.tar")
+    conv.add_argument("--prefix", default=None, help="shard names {prefix}-%%06d.tar (default: --split, else train)")
     conv.add_argument("--shard-count", type=int, default=10_000, help="samples per shard at most")
     conv.add_argument("--shard-mb", type=float, default=1000.0, help="shard size bound in MB")
     conv.add_argument("--rows-per-task", type=int, default=None, help="rows per parallel task (default: shard count)")
@@ -208,7 +210,7 @@ def register(data_sub: argparse._SubParsersAction) -> None:
 
     stats = data_sub.add_parser("stats", help="world density map + histograms (PNG) and a JSON summary of shards")
     stats.add_argument("shards", help="brace pattern, glob, folder, list file or manifest.json")
-    stats.add_argument("--out", required=True)
+    out_option(stats, "output folder (PNGs and stats.json)", "stats")
     stats.add_argument("--cell", type=float, default=2.0, help="map cell size in degrees")
     stats.set_defaults(func=_stats)
 

@@ -34,8 +34,8 @@ def run(args: argparse.Namespace) -> int:
     device = str(pick_device(args.device))
     if args.half and not device.startswith("cuda"):
         raise ValueError("--half needs a CUDA device (float16 convolutions are not supported on the CPU)")
-    if args.batch_size < 1 or (args.tile and args.tile < 8) or args.tile_overlap < 0:
-        raise ValueError("--batch-size must be >= 1, --tile >= 8 (or 0 for whole images), --tile-overlap >= 0")
+    if args.batch_size < 1 or (args.tile_size is not None and args.tile_size < 8) or args.tile_overlap < 0:
+        raise ValueError("--batch-size must be >= 1, --tile-size >= 8 (or 0 for whole images), --tile-overlap >= 0")
     if args.outscale is not None and args.outscale <= 0:
         raise ValueError("--outscale must be positive")
     if args.input_dir is not None and not Path(args.input_dir).is_dir():
@@ -51,45 +51,48 @@ def run(args: argparse.Namespace) -> int:
         net,
         device=device,
         half=args.half,
-        tile=args.tile or None,
+        tile=args.tile_size or None,
         overlap=args.tile_overlap,
         batch_size=args.batch_size,
         outscale=args.outscale,
     )
     progress = not args.quiet
     if shards is not None:
-        report = enhance_shards(shards, args.output_dir, enhancer, args.jpeg_quality, progress)
+        report = enhance_shards(shards, args.out, enhancer, args.jpeg_quality, progress)
         unit = "samples (skipped counts whole shards)"
     else:
-        report = enhance_folder(args.input_dir, args.output_dir, enhancer, args.jpeg_quality, args.workers, progress)
+        report = enhance_folder(args.input_dir, args.out, enhancer, args.jpeg_quality, args.workers, progress)
         unit = "files"
-    print(f"{report.summary()} {unit} -> {args.output_dir}")
+    print(f"{report.summary()} {unit} -> {args.out}")
     if report.failed:
         shown = ", ".join(name for name, _ in report.failed[:5])
         more = f" and {len(report.failed) - 5} more" if len(report.failed) > 5 else ""
-        print(f"skipped unreadable: {shown}{more} (list in {Path(args.output_dir) / FAILED_LIST})", file=sys.stderr)
+        print(f"skipped unreadable: {shown}{more} (list in {Path(args.out) / FAILED_LIST})", file=sys.stderr)
     return 0
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     """Add the ``enhance`` subcommand to the project's console script."""
+    from text2earth.cli.parser import out_option
+
     p = subparsers.add_parser(
         "enhance",
         help="enhance images with an RRDBNet (x2): folder -> folder or shards -> shards",
         description="Upscale and clean images with an RRDBNet checkpoint (BasicSR .pth or our .safetensors). "
-        "Walks --input-dir recursively and writes the same relative paths, names and formats under --output-dir; "
+        "Walks --input-dir recursively and writes the same relative paths, names and formats under --out; "
         "files already there are skipped (resume).",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
     src = p.add_mutually_exclusive_group(required=True)
     src.add_argument("--input-dir", help="folder of PNG/JPEG/TIFF images (searched recursively)")
     src.add_argument("--input-shards", help="webdataset shards: a path, glob or brace pattern ('train-{0..9}.tar')")
-    p.add_argument("--output-dir", required=True, help="where enhanced images (or shards) are written")
+    out_option(p, "where enhanced images (or shards) are written", "enhance")
+    # The spelling of earlier releases, kept hidden for one release.
+    p.add_argument("--output-dir", dest="out", help=argparse.SUPPRESS)
     p.add_argument(
         "--checkpoint", required=True, help="RRDBNet weights: BasicSR .pth (params_ema/params/bare) or .safetensors"
     )
     p.add_argument("--batch-size", type=int, default=16, help="images (or tiles) per forward pass")
-    p.add_argument("--tile", type=int, default=256, help="tile size in input pixels; 0 = whole images")
+    p.add_argument("--tile-size", type=int, default=256, help="tile side in input pixels; 0 = whole images")
     p.add_argument("--tile-overlap", type=int, default=16, help="context pixels around each tile")
     p.add_argument("--device", default=None, help="cpu | cuda | cuda:N (default: cuda when available)")
     p.add_argument("--half", action="store_true", help="float16 inference (CUDA only)")

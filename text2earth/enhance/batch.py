@@ -122,7 +122,7 @@ def enhance_folder(
     if not input_dir.is_dir():
         raise NotADirectoryError(f"input folder not found: {input_dir}")
     if output_dir == input_dir:
-        raise ValueError("--output-dir must differ from --input-dir (outputs keep the input file names)")
+        raise ValueError("--out must differ from --input-dir (outputs keep the input file names)")
     report = Report()
     todo = []
     for src in find_images(input_dir, exclude=output_dir):
@@ -142,7 +142,7 @@ def enhance_folder(
     def write(dst: Path, rgb: np.ndarray, meta: ImageMeta) -> None:
         write_atomic(dst, encode(rgb, meta, jpeg_quality))
 
-    bar = tqdm(total=len(todo), desc="enhance", unit="img", disable=not progress)
+    bar = tqdm(total=len(todo), desc="enhance", unit="img", disable=None if progress else True)
     bs = enhancer.batch_size
     with ThreadPoolExecutor(max_workers=workers) as pool:
         writes: deque[Future] = deque()
@@ -276,7 +276,7 @@ def enhance_shards(
     output_dir = Path(output_dir)
     output_dir.mkdir(parents=True, exist_ok=True)
     report = Report()
-    bar = tqdm(desc="enhance", unit="img", disable=not progress)
+    bar = tqdm(desc="enhance", unit="img", disable=None if progress else True)
     for src in shards:
         dst = output_dir / src.name
         if dst.resolve() == src.resolve():

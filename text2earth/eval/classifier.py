@@ -54,17 +54,23 @@ def to_tensor(images: Sequence[PIL.Image.Image], image_size: int) -> torch.Tenso
     return (normalise_uint8(stack_uint8(images, image_size), (0.0, 1.0)) - MEAN) / STD
 
 
+def check_classifier_folder(pretrained: str | Path) -> Path:
+    """The folder of a pretrained classifier, or FileNotFoundError saying what belongs there."""
+    folder = Path(pretrained)
+    if not (folder / "config.json").is_file():
+        raise FileNotFoundError(
+            f"pretrained classifier folder {str(folder)!r} has no config.json "
+            "(save a transformers ResNetForImageClassification there, e.g. microsoft/resnet-18)"
+        )
+    return folder
+
+
 def build_resnet(
     num_labels: int, pretrained: str | Path | None = None, architecture: dict | None = None
 ) -> tuple[ResNetForImageClassification, str]:
     """A ResNet classifier with a fresh ``num_labels`` head; ``(model, init)`` with ``init`` for the report."""
     if pretrained is not None:
-        folder = Path(pretrained)
-        if not (folder / "config.json").is_file():
-            raise FileNotFoundError(
-                f"pretrained classifier folder {str(folder)!r} has no config.json "
-                "(save a transformers ResNetForImageClassification there, e.g. microsoft/resnet-18)"
-            )
+        folder = check_classifier_folder(pretrained)
         model = ResNetForImageClassification.from_pretrained(
             folder, num_labels=num_labels, ignore_mismatched_sizes=True, local_files_only=True
         )

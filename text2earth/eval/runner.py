@@ -20,6 +20,7 @@ from omegaconf import DictConfig
 from text2earth.core.config import to_plain
 from text2earth.core.resolution import describe, gsd_to_level
 from text2earth.eval import report as reporting
+from text2earth.eval.classifier import check_classifier_folder
 from text2earth.eval.datasets import RealImage, read_rsicd, read_shard_tiles
 from text2earth.eval.generation import EvalPrompt, GeneratedImage, LazyImages, generate_images, prompts_for
 from text2earth.io.images import labelled_grid, save_png
@@ -196,6 +197,8 @@ def run_evaluation(cfg: DictConfig) -> dict[str, Any]:
     if "clip" in metrics and not cfg.clip.model:
         skipped["clip"] = "no local CLIP/SigLIP folder given (clip.model=/path/to/Git-RSCLIP)"
         metrics.remove("clip")
+    if "zsoa" in metrics and cfg.zsoa.get("pretrained"):
+        check_classifier_folder(cfg.zsoa.pretrained)  # before generation and FID, not after them
     start = time.perf_counter()
     real = load_real(cfg.eval_data)
     dtype = inference_dtype(device)

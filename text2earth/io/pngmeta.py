@@ -8,11 +8,24 @@ writer adds (seed, model, steps ...). A new key is one more keyword argument at 
 from __future__ import annotations
 
 from collections.abc import Mapping
+from pathlib import Path
 from typing import Any
 
 from PIL import PngImagePlugin
 
 from text2earth.core.resolution import level_to_gsd
+from text2earth.io.files import content_hash
+
+
+def number(value: float) -> str:
+    """``value`` as short text that reads back as exactly the same float (``13.7``, ``18``, ``15.415037499278844``)."""
+    short = f"{value:g}"
+    return short if float(short) == value else repr(float(value))
+
+
+def model_fields(folder: str | Path, name: str = "model") -> dict[str, str]:
+    """``{name}`` (the absolute folder) and ``{name}_sha256`` (its content hash): which weights made an image."""
+    return {name: str(Path(folder).resolve()), f"{name}_sha256": content_hash(folder)}
 
 
 def image_text(caption: str, level: float, **extra: Any) -> dict[str, str]:
@@ -22,7 +35,7 @@ def image_text(caption: str, level: float, **extra: Any) -> dict[str, str]:
     anything else is stored as ``str(value)``.
     """
     gsd = level_to_gsd(level)
-    text = {"prompt": caption, "level": f"{level:g}", "gsd_m": "unknown" if gsd is None else f"{gsd:g}"}
+    text = {"prompt": caption, "level": number(level), "gsd_m": "unknown" if gsd is None else f"{gsd:g}"}
     text.update({key: str(value) for key, value in extra.items() if value is not None})
     return text
 

@@ -250,7 +250,10 @@ def build_components(
             vae_path = vae_path / "vae"
         if not (vae_path / "config.json").exists():
             hint = " (`make demo-train` trains it there first)" if vae_path.parts[-2:] == ("demo_train", "vae") else ""
-            raise ModelFolderError(f"no autoencoder (vae/config.json) in {vae_folder!r}{hint}")
+            raise ModelFolderError(
+                f"no autoencoder (vae/config.json) in {vae_folder!r}{hint}; model.components.vae_folder names a "
+                "trained autoencoder's folder, e.g. weights/demo/vae"
+            )
         with reading_weights(vae_path):
             components.vae = AutoencoderKL.from_pretrained(vae_path, local_files_only=True)
     if text_encoder_folder:

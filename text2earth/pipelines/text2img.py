@@ -232,7 +232,8 @@ class Text2EarthPipeline(DiffusionPipeline):
         """diffusers' bar with ``desc`` and ``leave`` as defaults: what ``set_progress_bar_config`` set wins."""
         config = getattr(self, "_progress_bar_config", {})
         # diffusers' progress_bar reads only this attribute, so the defaults go in for the one call.
-        self._progress_bar_config = {"desc": desc, "leave": leave, **config}
+        # disable=None: tqdm shows the bar on a terminal only, so log files get no escape codes.
+        self._progress_bar_config = {"desc": desc, "leave": leave, "disable": None, **config}
         try:
             return super().progress_bar(iterable=iterable, total=total)
         finally:

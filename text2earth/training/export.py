@@ -55,6 +55,7 @@ def module_from_checkpoint(checkpoint: dict[str, Any], use_ema: bool = True):
         )
     module = LatentDiffusionModule(**hparams)
     module.load_state_dict(checkpoint["state_dict"], strict=hparams.get("save_frozen_in_checkpoint", True))
+    module.on_load_checkpoint(checkpoint)  # what Lightning would restore beside the weights (level histogram)
     if use_ema:
         shadow = ema_weights_from_checkpoint(checkpoint)
         if shadow is None:

@@ -17,6 +17,7 @@ so DDP ranks draw differently and a run (or a resumed one) replays exactly for a
 
 from __future__ import annotations
 
+from collections import Counter
 from pathlib import Path
 from typing import Any
 
@@ -33,6 +34,7 @@ from text2earth.models.components import Components, build_components, save_fold
 from text2earth.models.conditioning import drop_conditions, encode_ids, encode_text, level_class_labels, tokenize
 from text2earth.models.controlnet import controlled_prediction
 from text2earth.models.inpainting import inpaint_model_input, is_inpainting_unet, mask_and_masked_latents
+from text2earth.models.level_range import record_level_range
 from text2earth.models.losses import diffusion_target, min_snr_weights, sample_noise
 from text2earth.training.optim import configure_optimization
 from text2earth.training.sharding import clip_sharded_grad_norm
@@ -87,6 +89,8 @@ class LatentDiffusionModule(L.LightningModule):
         self._null_text: torch.Tensor | None = None
         # fp32 copies (CPU) of the frozen parts while fit runs them in bf16/fp16: what checkpoints and exports hold.
         self._frozen_masters: dict[str, dict[str, torch.Tensor]] | None = None
+        # Samples per level trained on (this rank's batches), kept in checkpoints: export records the range.
+        self.level_histogram: Counter[float] = Counter()
 
     # -- frozen parts -----------------------------------------------------------------------------
     def train(self, mode: bool = True) -> LatentDiffusionModule:
@@ -120,7 +124,11 @@ class LatentDiffusionModule(L.LightningModule):
         self._frozen_masters = None
         self._null_text = None
 
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        self.level_histogram = Counter({float(k): v for k, v in checkpoint.get("level_histogram", {}).items()})
+
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        checkpoint["level_histogram"] = {f"{level:g}": n for level, n in sorted(self.level_histogram.items())}
         state = checkpoint["state_dict"]
         if not self.hparams.save_frozen_in_checkpoint:
             for key in [k for k in state if k.split(".", 1)[0] in FROZEN_PARTS]:
@@ -256,6 +264,8 @@ class LatentDiffusionModule(L.LightningModule):
         generator, cpu_generator = self.random_streams("train", self.global_step, batch_idx)
         loss = self.diffusion_loss(batch, drop=True, generator=generator, cpu_generator=cpu_generator)
         batch_size = len(batch["level"])
+        # The levels trained on (before dropout); export records their range in the model folder.
+        self.level_histogram.update(round(float(v), 3) for v in torch.as_tensor(batch["level"]).flatten().tolist())
         self.log("train/loss", loss, prog_bar=True, batch_size=batch_size)
         return loss
 
@@ -292,4 +302,5 @@ class LatentDiffusionModule(L.LightningModule):
         class_name = "Text2EarthInpaintPipeline" if self.is_inpainting else "Text2EarthPipeline"
         with atomic_directory(folder) as tmp:
             save_folder(self.components, tmp, class_name, dtype=dtype, variant=variant)
+            record_level_range(tmp, self.level_histogram)
         return Path(folder)

@@ -25,6 +25,7 @@ from omegaconf import DictConfig, ListConfig, OmegaConf
 
 from text2earth.core.config import without_hydra
 from text2earth.core.errors import UserError
+from text2earth.core.verbosity import quiet_lightning, trainer_console_options
 from text2earth.io.shards import expand_shards
 from text2earth.training.export import check_checkpoint_file
 
@@ -45,7 +46,9 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     model = hydra.utils.instantiate(cfg.model)
     callbacks = instantiate_dict(cfg.get("callbacks"))
     loggers = instantiate_dict(cfg.get("logger"))
-    trainer: L.Trainer = hydra.utils.instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False)
+    quiet_lightning()
+    console = trainer_console_options(cfg.trainer)
+    trainer: L.Trainer = hydra.utils.instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False, **console)
     # The run's own config, without Hydra's runtime node (not resolvable outside @hydra.main).
     run_config = OmegaConf.to_container(without_hydra(cfg), resolve=True)
     for logger in loggers:
