@@ -86,11 +86,16 @@ def test_filters(eight_shards, val_samples, tmp_path):
     assert sorted(_keys(dm)) == sorted(s["__key__"] for s in samples[3:5]) and dm.skipped_samples == 1
 
 
-def test_pipe_urls_and_list_file(eight_shards, tmp_path):
+def test_pipe_urls_and_list_file(eight_shards, tmp_path, monkeypatch):
+    from text2earth.core.errors import UserError
+
     folder, keys = eight_shards
     local = sorted(str(p) for p in folder.glob("train-*.tar"))
     listing = tmp_path / "shards.txt"
     listing.write_text("\n".join(f"pipe:cat {p}" for p in local))
+    with pytest.raises(UserError, match="TEXT2EARTH_ALLOW_PIPE"):  # a command read from a file: refused by default
+        _dm(listing, val_shards=listing)
+    monkeypatch.setenv("TEXT2EARTH_ALLOW_PIPE", "1")
     dm = _dm(listing, val_shards=listing)
     assert dm.train_urls[0].startswith("pipe:cat ")
     assert _keys(dm, train=False) == keys  # gopen runs `cat`; same samples in shard order

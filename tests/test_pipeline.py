@@ -347,16 +347,17 @@ def test_bf16_pipeline_runs():
     assert out.images.shape == (1, SIZE, SIZE, 3) and np.isfinite(out.images).all()
 
 
-def test_progress_bar_follows_set_progress_bar_config(components, capsys):
+def test_progress_bar_follows_set_progress_bar_config(components, capsys, monkeypatch):
+    monkeypatch.delenv("TQDM_DISABLE", raising=False)  # an in-process CLI test may have set it
     pipe = Text2EarthPipeline.from_components(components, scheduler="euler")
     kwargs = {"num_inference_steps": 2, "output_type": "latent"}
-    pipe(CAPTION, **kwargs)  # diffusers' default: a bar
-    assert "sampling" in capsys.readouterr().err
-    pipe.set_progress_bar_config(desc="custom")
+    pipe(CAPTION, **kwargs)  # off a terminal (captured here): no bar, so log files get no escape codes
+    assert capsys.readouterr().err == ""
+    pipe.set_progress_bar_config(desc="custom", disable=False)
     with pipe.progress_disabled():
         pipe(CAPTION, **kwargs)
     assert capsys.readouterr().err == ""
-    assert pipe._progress_bar_config == {"desc": "custom"}  # restored after the block
+    assert pipe._progress_bar_config == {"desc": "custom", "disable": False}  # restored after the block
     pipe(CAPTION, **kwargs)
     assert "custom" in capsys.readouterr().err
     pipe.set_progress_bar_config(disable=True)

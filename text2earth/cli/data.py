@@ -66,7 +66,12 @@ def _build_embedded(args: argparse.Namespace) -> int:
 
     _default_data(args, out="embedded")
     check_writable_folder(args.out)
-    positive(tile=args.tile, every=args.every, max_per_shard=args.max_per_shard, tiles_per_level=args.tiles_per_level)
+    positive(
+        tile_size=args.tile_size,
+        every=args.every,
+        max_per_shard=args.max_per_shard,
+        tiles_per_level=args.tiles_per_level,
+    )
     if not 0 < args.val_fraction < 1:
         raise UserError(f"--val-fraction must lie between 0 and 1, got {args.val_fraction}")
     # The builder's own default when not given: one home for it.

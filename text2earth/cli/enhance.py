@@ -34,14 +34,14 @@ def run(args: argparse.Namespace) -> int:
     device = str(pick_device(args.device))
     if args.half and not device.startswith("cuda"):
         raise ValueError("--half needs a CUDA device (float16 convolutions are not supported on the CPU)")
-    if args.batch_size < 1 or (args.tile_size is not None and args.tile_size < 8) or args.tile_overlap < 0:
+    if args.batch_size < 1 or (args.tile_size and args.tile_size < 8) or args.tile_overlap < 0:
         raise ValueError("--batch-size must be >= 1, --tile-size >= 8 (or 0 for whole images), --tile-overlap >= 0")
     if args.outscale is not None and args.outscale <= 0:
         raise ValueError("--outscale must be positive")
     if args.input_dir is not None and not Path(args.input_dir).is_dir():
         what = "is a file, not a folder" if Path(args.input_dir).exists() else "does not exist"
         raise UserError(f"--input-dir {args.input_dir} {what}")
-    check_writable_folder(args.output_dir, flag="--output-dir")
+    check_writable_folder(args.out, flag="--out")
     shards = _expand(args.input_shards) if args.input_shards else None
     try:
         net = load_rrdbnet(args.checkpoint)
