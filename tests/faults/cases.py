@@ -312,7 +312,7 @@ CASES: list[Case] = [
     err("train/group-typo", f"{TRAIN} trainer=cpux", "did you mean trainer=cpu"),
     err("train/bad-value", f"{TRAIN} trainer.max_steps=many", "wrong type"),
     err("train/bad-syntax", f"{TRAIN} trainer.max_steps=[1", "[1"),
-    err("train/demo-without-vae", f"{TRAIN} experiment=demo paths.root_dir={{root}}", "make demo-train"),
+    err("train/vae-missing", f"{TRAIN} experiment=demo model.components.vae_folder={{root}}/nope", "no autoencoder"),
     err("train/ckpt-missing", f"{TRAIN} ckpt_path={{root}}/nope.ckpt", "does not exist"),
     err("train/ckpt-truncated", f"{TRAIN} ckpt_path={{ckpt_truncated}}", "truncated"),
     err("train/ckpt-text", f"{TRAIN} ckpt_path={{ckpt_text}}", "not a checkpoint"),
