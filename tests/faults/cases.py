@@ -177,7 +177,7 @@ CASES: list[Case] = [
     err("generate/lora-missing", f"{GEN} --lora {{root}}/nolora --out {{out}}", "LoRA"),
     err("generate/no-model-flag", f"{GEN_NO_MODEL} --out {{out}}", "--model"),
     err("generate/n-not-int", f"{GEN} --n many --out {{out}}", "--n"),
-    err("generate/no-out", GEN, "--out"),
+    err("generate/no-prompt", "generate --model {model} --gsd 10 --out {out}", "give one or more prompts"),
     # edit
     ok("edit/ok", f"{EDIT} --out {{out_png}}", png_of((32, 32))),
     ok("edit/paste-back", f"{EDIT} --paste-back --out {{out_png}}", png_of((32, 32))),

@@ -41,8 +41,11 @@ def read_level_range(folder: str | Path) -> tuple[float, float] | None:
     index = _index(folder)
     if not index.is_file():
         return None
-    record = json.loads(index.read_text()).get(KEY)
-    return (float(record["min"]), float(record["max"])) if record else None
+    try:
+        record = json.loads(index.read_text()).get(KEY)
+        return (float(record["min"]), float(record["max"])) if record else None
+    except (ValueError, TypeError, KeyError, AttributeError, OSError):
+        return None  # a damaged index: no warning here; loading the folder reports it in one line
 
 
 def _describe(level: float) -> str:
