@@ -6,6 +6,7 @@ Lives beside the tests; the library never imports it."""
 from __future__ import annotations
 
 import json
+import os
 import sys
 from pathlib import Path
 from typing import Any
@@ -112,3 +113,9 @@ def console_script(tmp_path: Path) -> Path:
     )
     script.chmod(0o755)
     return script
+
+
+def launch_env() -> dict[str, str]:
+    """This environment without a rendezvous address: Lightning then starts a local one on a free port (an
+    address left by an earlier test, e.g. a SLURM node name, would make the ranks wait for it forever)."""
+    return {k: v for k, v in os.environ.items() if k not in ("MASTER_ADDR", "MASTER_PORT", "NODE_RANK", "GROUP_RANK")}

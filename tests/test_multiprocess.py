@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from probes import console_script, read_noise, read_seen
+from probes import console_script, launch_env, read_noise, read_seen
 
 ROOT = Path(__file__).resolve().parents[1]
 STEPS_PER_EPOCH = 6  # per rank: 2 workers x 12 samples / batches of 4
@@ -46,7 +46,7 @@ def launch(script: Path, run_dir: Path, shards: Path, seen: Path) -> subprocess.
         f"hydra.run.dir={run_dir}",
         "ckpt_path=last_or_none",
     ]
-    env = {**os.environ, "PYTHONPATH": f"{ROOT}{os.pathsep}{ROOT / 'tests'}", "OMP_NUM_THREADS": "1"}
+    env = {**launch_env(), "PYTHONPATH": f"{ROOT}{os.pathsep}{ROOT / 'tests'}", "OMP_NUM_THREADS": "1"}
     log = open(run_dir.parent / f"{seen.name}.log", "w")  # noqa: SIM115 (closed with the process)
     # A session of its own: SIGKILL to the group reaches both ranks and their DataLoader workers.
     return subprocess.Popen(command, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
@@ -156,6 +156,12 @@ def build_trainer(overrides: list[str], env: dict[str, str], monkeypatch, tmp_pa
         monkeypatch.delenv(name, raising=False)
     for name, value in env.items():
         monkeypatch.setenv(name, value)
+    # Lightning's SLURM environment writes MASTER_ADDR (node07 here) into os.environ while the Trainer is built;
+    # left behind, a later multi-process test would rendezvous with a host that does not exist and hang.
+    for name in ("MASTER_ADDR", "MASTER_PORT", "NODE_RANK", "GROUP_RANK"):
+        monkeypatch.setenv(name, os.environ.get(name, ""))
+        if not env.get(name):
+            monkeypatch.delenv(name)
     cfg = compose_config("train", overrides)
     assert Path(cfg.paths.output_dir) == tmp_path / "run"  # the fixed run folder, not a clock-stamped one
     assert cfg.ckpt_path == "last_or_none"

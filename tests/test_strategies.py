@@ -12,7 +12,7 @@ import lightning as L
 import pytest
 import torch
 from hydra.errors import InstantiationException
-from probes import console_script
+from probes import console_script, launch_env
 
 from text2earth.core.config import compose_config
 from text2earth.core.errors import UserError
@@ -199,7 +199,7 @@ def _launch_train(script: Path, run_dir: Path, shards: Path, strategy: list[str]
     ]
     if ckpt:
         command.append(f"ckpt_path={ckpt}")
-    env = {**os.environ, "PYTHONPATH": f"{ROOT}{os.pathsep}{ROOT / 'tests'}", "OMP_NUM_THREADS": "1"}
+    env = {**launch_env(), "PYTHONPATH": f"{ROOT}{os.pathsep}{ROOT / 'tests'}", "OMP_NUM_THREADS": "1"}
     done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-4000:]
     return done
