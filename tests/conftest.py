@@ -91,3 +91,28 @@ def four_shards(embedded_small, tmp_path_factory):
             for s in samples[i * 12 : (i + 1) * 12]:
                 sink.write(s)
     return folder, [s["__key__"] for s in samples]
+
+
+@pytest.fixture(scope="module")
+def text2img_pipe():
+    """A fresh tiny text-to-image pipeline (Euler, no bar), for the canvas tests."""
+    from text2earth.models.components import build_from_preset
+    from text2earth.pipelines.text2img import Text2EarthPipeline
+
+    pipe = Text2EarthPipeline.from_components(build_from_preset("tiny", seed=0), scheduler="euler")
+    pipe.set_progress_bar_config(disable=True)
+    return pipe
+
+
+@pytest.fixture(scope="module")
+def inpaint_pipe():
+    """The same tiny model with a 9-channel inpainting UNet (Euler, no bar)."""
+    from text2earth.models.components import build_from_preset
+    from text2earth.models.inpainting import inpainting_unet_from
+    from text2earth.pipelines.inpaint import Text2EarthInpaintPipeline
+
+    parts = build_from_preset("tiny", seed=0)
+    parts.unet = inpainting_unet_from(parts.unet)
+    pipe = Text2EarthInpaintPipeline.from_components(parts, scheduler="euler")
+    pipe.set_progress_bar_config(disable=True)
+    return pipe

@@ -7,13 +7,9 @@ import PIL.Image
 import pytest
 import torch
 
-from text2earth.models.components import build_from_preset
-from text2earth.models.inpainting import inpainting_unet_from
 from text2earth.pipelines.canvas import tile_grid
-from text2earth.pipelines.inpaint import Text2EarthInpaintPipeline
 from text2earth.pipelines.outpaint import multidiffusion_predictor, outpaint_joint, outpaint_tiles, tile_waves
 from text2earth.pipelines.sampling import BranchConditions
-from text2earth.pipelines.text2img import Text2EarthPipeline
 
 CAPTION = "farmland with a winding river"
 
@@ -51,22 +47,6 @@ def test_multidiffusion_predictor_batches_windows_with_their_conditions():
     three = multidiffusion_predictor(base, windows, 4, windows_per_call=3)(x, torch.tensor(1), cond)
     assert sizes == [12, 4]
     torch.testing.assert_close(three, one)
-
-
-@pytest.fixture(scope="module")
-def text2img_pipe():
-    pipe = Text2EarthPipeline.from_components(build_from_preset("tiny", seed=0), scheduler="euler")
-    pipe.set_progress_bar_config(disable=True)
-    return pipe
-
-
-@pytest.fixture(scope="module")
-def inpaint_pipe():
-    parts = build_from_preset("tiny", seed=0)
-    parts.unet = inpainting_unet_from(parts.unet)
-    pipe = Text2EarthInpaintPipeline.from_components(parts, scheduler="euler")
-    pipe.set_progress_bar_config(disable=True)
-    return pipe
 
 
 def test_joint_canvas_is_the_same_with_batched_windows(text2img_pipe):

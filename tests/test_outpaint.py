@@ -11,13 +11,9 @@ import torch
 
 from text2earth.cli.main import main as cli_main
 from text2earth.io.images import read_png_text
-from text2earth.models.components import build_from_preset
-from text2earth.models.inpainting import inpainting_unet_from
 from text2earth.pipelines.canvas import check_canvas, seam_visibility, tile_grid, tile_positions
-from text2earth.pipelines.inpaint import Text2EarthInpaintPipeline
 from text2earth.pipelines.outpaint import multidiffusion_predictor, outpaint_joint, outpaint_tiles
 from text2earth.pipelines.sampling import BranchConditions
-from text2earth.pipelines.text2img import Text2EarthPipeline
 
 CAPTION = "a patchwork of farmland fields"
 
@@ -84,22 +80,6 @@ def test_multidiffusion_predictor_averages_overlapping_windows():
 
 
 # -- both modes on the tiny model ------------------------------------------------------------------
-@pytest.fixture(scope="module")
-def text2img_pipe():
-    pipe = Text2EarthPipeline.from_components(build_from_preset("tiny", seed=0), scheduler="euler")
-    pipe.set_progress_bar_config(disable=True)
-    return pipe
-
-
-@pytest.fixture(scope="module")
-def inpaint_pipe(text2img_pipe):
-    parts = build_from_preset("tiny", seed=0)
-    parts.unet = inpainting_unet_from(parts.unet)
-    pipe = Text2EarthInpaintPipeline.from_components(parts, scheduler="euler")
-    pipe.set_progress_bar_config(disable=True)
-    return pipe
-
-
 def test_outpaint_tiles_canvas_keeps_the_init_image(inpaint_pipe):
     init = PIL.Image.fromarray(np.random.default_rng(0).integers(0, 255, (32, 32, 3), dtype=np.uint8))
     canvas = outpaint_tiles(
