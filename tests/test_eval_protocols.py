@@ -10,6 +10,7 @@ import PIL.Image
 import pytest
 
 from text2earth.eval.generation import EvalPrompt, generate_images, prompts_for
+from text2earth.io.images import read_png_text
 from text2earth.models.components import build_from_preset
 from text2earth.pipelines.text2img import Text2EarthPipeline
 
@@ -228,6 +229,19 @@ def test_resume_refuses_images_made_with_other_settings(tiny_pipe, tmp_path):
     generate_images(tiny_pipe, prompts, tmp_path, num_inference_steps=2)
     with pytest.raises(ValueError, match="steps differ"):
         generate_images(tiny_pipe, prompts, tmp_path, num_inference_steps=3)
+    with pytest.raises(ValueError, match="level_guidance differ"):
+        generate_images(tiny_pipe, prompts, tmp_path, num_inference_steps=2, level_guidance_scale=8.0)
+
+
+def test_a_separate_level_guidance_changes_the_image_and_is_recorded(tiny_pipe, tmp_path):
+    prompts = prompts_for(["farmland"], ["crop"], [13.7], 1)
+    (one,) = generate_images(tiny_pipe, prompts, tmp_path / "one", num_inference_steps=2)
+    (split,) = generate_images(tiny_pipe, prompts, tmp_path / "split", num_inference_steps=2, level_guidance_scale=9.0)
+    assert read_png_text(split.path)["level_guidance"] == "9"
+    assert "level_guidance" not in read_png_text(one.path)
+    assert np.abs(np.asarray(one.load(), float) - np.asarray(split.load(), float)).max() > 0
+    with pytest.raises(ValueError, match="level_guidance differ"):
+        generate_images(tiny_pipe, prompts, tmp_path / "split", num_inference_steps=2)
 
 
 def test_evaluate_checks_the_classifier_folder_before_generating(tmp_path, capsys):

@@ -89,8 +89,11 @@ def generate_images(
     num_inference_steps: int = 50,
     guidance_scale: float = 4.0,
     desc: str = "generating",
+    level_guidance_scale: float | None = None,
 ) -> list[GeneratedImage]:
-    """Write ``{key}.png`` for every prompt not yet written; return all images in prompt order."""
+    """Write ``{key}.png`` for every prompt not yet written; return all images in prompt order.
+
+    ``level_guidance_scale``: a separate guidance scale for the level (see ``TextLevelGuidance``)."""
     if batch_size < 1:
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")
     keys = [p.key for p in prompts]
@@ -102,7 +105,9 @@ def generate_images(
     out = Path(out_dir)
     done = [p for p in prompts if (out / f"{p.key}.png").is_file()]
     for prompt in done:
-        _check_same_settings(out / f"{prompt.key}.png", prompt, num_inference_steps, guidance_scale)
+        _check_same_settings(
+            out / f"{prompt.key}.png", prompt, num_inference_steps, guidance_scale, level_guidance_scale
+        )
     todo = [p for p in prompts if p not in done]
     # One bar over the images; the pipeline's per-batch sampling bars stay off.
     bar = tqdm(total=len(prompts), initial=len(prompts) - len(todo), desc=desc, unit="img")
@@ -114,23 +119,35 @@ def generate_images(
                 level=[p.level for p in batch],
                 num_inference_steps=num_inference_steps,
                 guidance_scale=guidance_scale,
+                level_guidance_scale=level_guidance_scale,
                 generator=[torch.Generator(device="cpu").manual_seed(p.seed) for p in batch],
             )
             for prompt, image in zip(batch, result.images, strict=True):
-                save_png(image, out / f"{prompt.key}.png", _png_text(prompt, num_inference_steps, guidance_scale))
+                text = _png_text(prompt, num_inference_steps, guidance_scale, level_guidance_scale)
+                save_png(image, out / f"{prompt.key}.png", text)
             bar.update(len(batch))
     return [GeneratedImage(out / f"{p.key}.png", p.caption, p.level, p.label) for p in prompts]
 
 
-def _png_text(prompt: EvalPrompt, steps: int, guidance: float) -> dict[str, str]:
+def _png_text(prompt: EvalPrompt, steps: int, guidance: float, level_guidance: float | None) -> dict[str, str]:
     return image_text(
-        prompt.caption, prompt.level, label=prompt.label, seed=prompt.seed, steps=steps, guidance=f"{guidance:g}"
+        prompt.caption,
+        prompt.level,
+        label=prompt.label,
+        seed=prompt.seed,
+        steps=steps,
+        guidance=f"{guidance:g}",
+        level_guidance=None if level_guidance is None else f"{level_guidance:g}",
     )
 
 
-def _check_same_settings(path: Path, prompt: EvalPrompt, steps: int, guidance: float) -> None:
+def _check_same_settings(
+    path: Path, prompt: EvalPrompt, steps: int, guidance: float, level_guidance: float | None
+) -> None:
     """A resumed run may only keep images made from the same prompt, level, seed and sampler settings."""
-    found, wanted = read_png_text(path), _png_text(prompt, steps, guidance)
+    found, wanted = read_png_text(path), _png_text(prompt, steps, guidance, level_guidance)
+    wanted.setdefault("level_guidance", "")  # an image made with a level scale is not one made without
+    found.setdefault("level_guidance", "")
     differs = [k for k, v in wanted.items() if found.get(k) != v]
     if differs:
         raise ValueError(

@@ -209,7 +209,14 @@ def run_evaluation(cfg: DictConfig) -> dict[str, Any]:
     samples = {}
     if set(metrics) & {"fid", "clip", "zsoa"}:
         ctx["main"] = generate_images(
-            pipe, main_set_prompts(real, cfg), out / "generated", g.batch_size, g.steps, g.guidance, "generating (main)"
+            pipe,
+            main_set_prompts(real, cfg),
+            out / "generated",
+            g.batch_size,
+            g.steps,
+            g.guidance,
+            "generating (main)",
+            g.level_guidance,
         )
         samples["main"] = ctx["main"]
     if "resolution" in metrics:
@@ -221,6 +228,7 @@ def run_evaluation(cfg: DictConfig) -> dict[str, Any]:
             g.steps,
             g.guidance,
             "generating (levels)",
+            g.level_guidance,
         )
         samples["resolution"] = ctx["resolution"]
     results = {}
