@@ -10,7 +10,7 @@ independently into parts under ``OUT/.parts/``; each task ends by atomically wri
 counts and skips. The marker is the commit point, so an interrupted run resumes by keeping every
 finished task and redoing the others. When all tasks are done, the parts are renamed in task order to
 ``{prefix}-%06d.tar`` (numbering therefore does not depend on worker scheduling), and ``manifest.json``
-(samples, bytes, per-level / per-source counts, shards, skips by reason) and ``skipped.jsonl`` (one line
+(samples, bytes, per-level / per-source counts, shards and samples per shard, skips by reason) and ``skipped.jsonl`` (one line
 per skipped row: reason, id, input, row, detail) are written. A shard closes at ``shard_count`` samples
 or before it would pass ``shard_bytes``; the last shard of each task may be smaller.
 """
@@ -36,6 +36,7 @@ from tqdm.auto import tqdm
 from data_modules.convert_sources import FolderSource, Git10mSource, RsicdSource, Skip, Task
 from text2earth.io.files import atomic_path, write_atomic
 from text2earth.io.images import ImageReadError, decode_rgb
+from text2earth.io.shards import SHARD_SAMPLES_KEY, count_shard_samples
 
 FORMAT = "text2earth-convert-v1"
 PARTS = ".parts"
@@ -75,6 +76,7 @@ class _PartWriter:
     def __init__(self, folder: Path, task: int, max_count: int, max_bytes: int) -> None:
         self.folder, self.task, self.max_count, self.max_bytes = folder, task, max_count, max_bytes
         self.names: list[str] = []
+        self.counts: list[int] = []  # samples per part, for the manifest's shard_samples
         self._stack: contextlib.ExitStack | None = None
         self._sink: wds.TarWriter | None = None
         self._count = self._bytes = 0
@@ -89,8 +91,10 @@ class _PartWriter:
             tmp = self._stack.enter_context(atomic_path(self.folder / name))
             self._sink = wds.TarWriter(str(tmp), mtime=0)  # reproducible; an int (a float adds PAX headers)
             self.names.append(name)
+            self.counts.append(0)
             self._count = self._bytes = 0
         self._sink.write(sample)
+        self.counts[-1] += 1
         self._count += 1
         self._bytes += size
 
@@ -159,6 +163,7 @@ def convert_task(source: Source, folder: Path, max_count: int, max_bytes: int, t
         "rows": task.stop - task.start,
         "samples": samples,
         "parts": writer.names,
+        "part_samples": writer.counts,
         "counts": {k: dict(v) for k, v in counts.items()},
         "skipped": skipped,
     }
@@ -250,12 +255,16 @@ def _finalise(tasks: list[Task], out: Path, parts: Path, settings: dict[str, Any
     markers = [json.loads((parts / f"{t.index:06d}.json").read_text(encoding="utf-8")) for t in tasks]
     prefix = settings["prefix"]
     shards: list[str] = []
+    shard_samples: dict[str, int] = {}
     for marker in markers:
-        for part in marker["parts"]:
+        # Markers of an older version (a resumed conversion) lack part_samples: those parts are counted.
+        counts = marker.get("part_samples") or [None] * len(marker["parts"])
+        for part, count in zip(marker["parts"], counts, strict=True):
             final = out / f"{prefix}-{len(shards):06d}.tar"
             if (parts / part).is_file() or not final.is_file():  # else renamed by an interrupted finalise
                 (parts / part).replace(final)
             shards.append(final.name)
+            shard_samples[final.name] = count_shard_samples(final) if count is None else count
     totals: dict[str, Counter] = {"level": Counter(), "source": Counter(), "modality": Counter()}
     reasons: Counter = Counter()
     with atomic_path(out / "skipped.jsonl") as tmp, tmp.open("w", encoding="utf-8") as report:
@@ -272,6 +281,8 @@ def _finalise(tasks: list[Task], out: Path, parts: Path, settings: dict[str, Any
         "samples": sum(m["samples"] for m in markers),
         "bytes": sum((out / s).stat().st_size for s in shards),
         "shards": shards,
+        # Samples per shard: a reader that meets a damaged shard counts what it lost (text2earth.io.shards).
+        SHARD_SAMPLES_KEY: shard_samples,
         "counts": {
             "level": dict(sorted(totals["level"].items(), key=lambda kv: float(kv[0]))),
             "source": dict(sorted(totals["source"].items())),

@@ -18,7 +18,7 @@ import torch
 import webdataset as wds
 from torch.utils.data import DataLoader
 
-from data_modules.webdataset_datamodule import SkipCounter
+from data_modules.webdataset_datamodule import SkipCounter, shard_source
 from text2earth.core.config import to_plain
 from text2earth.enhance.degradations import DegradationConfig, make_pair, sample_rng
 from text2earth.enhance.imagefiles import IMAGE_SUFFIXES, decode
@@ -139,21 +139,17 @@ class EnhanceDataModule(L.LightningDataModule):
             self.train_urls = expand_shards(self.hparams.train_shards, split="train")
         self.val_urls = expand_shards(self.hparams.val_shards, split="val")
 
-    def _dataset(self, urls: list[str], train: bool) -> wds.WebDataset:
+    def _dataset(self, urls: list[str], train: bool) -> wds.DataPipeline:
         hp = self.hparams
-        ds = wds.WebDataset(
-            urls,
-            shardshuffle=min(len(urls), 100) if train else False,
-            detshuffle=True,
-            seed=hp.seed,
-            nodesplitter=wds.split_by_node,
-            empty_check=False,  # fewer shards than workers is fine for small validation sets
-            handler=self.skips,
-        )
+        # Split by node and worker, shards shuffled per epoch; a damaged shard counts the samples it lost.
+        stages = shard_source(urls, self.skips, min(len(urls), 100) if train else False, hp.seed)
         if train:
-            pairs = _TrainPairs(hp.scale, hp.crop_size, self.degradation)
-            return ds.shuffle(hp.shuffle_buffer).map(pairs, handler=self.skips)
-        return ds.map(_ValPairs(hp.scale, hp.crop_size, self.degradation, hp.val_seed), handler=self.skips)
+            if hp.shuffle_buffer >= 1:
+                stages.append(wds.shuffle(hp.shuffle_buffer))
+            stages.append(wds.map(_TrainPairs(hp.scale, hp.crop_size, self.degradation), handler=self.skips))
+        else:
+            stages.append(wds.map(_ValPairs(hp.scale, hp.crop_size, self.degradation, hp.val_seed), handler=self.skips))
+        return wds.DataPipeline(*stages)
 
     def _loader(self, urls: list[str], train: bool) -> DataLoader:
         hp = self.hparams

@@ -29,7 +29,6 @@ import json
 import logging
 import multiprocessing
 import os
-import tarfile
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
@@ -44,11 +43,19 @@ from data_modules.webdataset_datamodule import IMAGE_KEYS, to_pixel_values
 from text2earth.core.errors import UserError
 from text2earth.io.files import atomic_path, write_atomic
 from text2earth.io.images import ImageReadError, decode_rgb
-from text2earth.io.shards import expand_shards, read_shard_samples
+from text2earth.io.shards import (
+    SHARD_READ_ERRORS,
+    SHARD_SAMPLES_KEY,
+    ShardDamaged,
+    count_shard_samples,
+    expand_shards,
+    read_shard_samples,
+)
 from text2earth.models.components import reading_weights
 from text2earth.models.conditioning import encode_text
 
 MANIFEST = "latent_cache.json"
+_SUMMED = ("samples", "skipped", "damaged_shards", "lost_samples", "unknown_losses")  # per-shard counts, added up
 log = logging.getLogger(__name__)
 
 
@@ -113,10 +120,11 @@ def _cache_shard(
     url: str, target: Path, vae: AutoencoderKL, text: tuple[Any, Any] | None, cfg: dict[str, Any]
 ) -> dict[str, Any]:
     """Encode one shard into ``target`` (written to ``.tmp``, then renamed); its counts and latent sizes."""
-    kept, pixels, skipped, damaged = [], [], 0, 0
+    kept, pixels, skipped = [], [], 0
+    damage: ShardDamaged | None = None
     for sample in _readable_samples(url):
-        if sample is None:  # the shard ends in damage (truncated, not a tar): what came before is kept
-            damaged = 1
+        if isinstance(sample, ShardDamaged):  # the shard ends in damage: what came before is kept
+            damage = sample
             break
         key = next((k for k in IMAGE_KEYS if k in sample), None)
         try:
@@ -151,16 +159,28 @@ def _cache_shard(
         for sample, extra in zip(kept, fields, strict=True):
             writer.write({**sample, **extra})
     sizes = sorted({s[-1] for s in by_size})
-    return {"samples": len(kept), "skipped": skipped, "damaged_shards": damaged, "pixel_sizes": sizes}
+    return {
+        "samples": len(kept),
+        "skipped": skipped,
+        "damaged_shards": int(damage is not None),
+        "lost_samples": 0 if damage is None else damage.counted,
+        "unknown_losses": int(damage is not None and damage.lost is None),
+        "pixel_sizes": sizes,
+    }
 
 
-def _readable_samples(url: str) -> Iterator[dict[str, Any] | None]:
-    """The samples of a shard up to the first damage, then ``None`` (a counted, logged skip, as in the DataModule)."""
+def _readable_samples(url: str) -> Iterator[dict[str, Any] | ShardDamaged]:
+    """The samples of a shard up to the first damage, then a ``ShardDamaged`` that says how many were lost
+    (logged, and counted as in the DataModule)."""
+    delivered = 0
     try:
-        yield from read_shard_samples(url)
-    except (tarfile.TarError, OSError, EOFError) as exc:
-        log.warning("shard %s is damaged (%s): keeping the samples before the damage", url, exc)
-        yield None
+        for sample in read_shard_samples(url):
+            delivered += 1
+            yield sample
+    except SHARD_READ_ERRORS as exc:
+        damage = ShardDamaged(url, delivered, exc)
+        log.warning("%s: keeping the samples before the damage", damage.describe())
+        yield damage
 
 
 def _caption(sample: dict[str, Any]) -> str:
@@ -180,16 +200,17 @@ def _worker(index: int, device: str, jobs: list[tuple[str, str]], cfg: dict[str,
     text = load_text_encoder(cfg["vae_folder"]) if cfg["text"] else None
     if text is not None:
         text = (text[0].to(device), text[1])
-    done: dict[str, Any] = {"samples": 0, "skipped": 0, "damaged_shards": 0, "written": {}, "pixel_sizes": set()}
+    done: dict[str, Any] = {"written": {}, "shard_samples": {}, "pixel_sizes": set()}
+    done.update(dict.fromkeys(_SUMMED, 0))
     for url, target in tqdm(
         jobs, desc=f"cache latents [{device}]", unit="shard", disable=None if cfg["progress"] else True
     ):
         counts = _cache_shard(url, Path(target), vae, text, cfg)
-        done["samples"] += counts["samples"]
-        done["skipped"] += counts["skipped"]
-        done["damaged_shards"] += counts["damaged_shards"]
+        for key in _SUMMED:
+            done[key] += counts[key]
         done["pixel_sizes"].update(counts["pixel_sizes"])
         done["written"][Path(target).name] = index
+        done["shard_samples"][Path(target).name] = counts["samples"]
     done["pixel_sizes"] = sorted(done["pixel_sizes"])
     return done
 
@@ -249,9 +270,13 @@ def cache_latents(
             results = pool.map(_run_worker, shares)
     else:
         results = [_worker(*s) for s in shares]
+    shard_samples = {name: n for r in results for name, n in r["shard_samples"].items()}
     counts: dict[str, Any] = {
         "samples": sum(r["samples"] for r in results),
         "damaged_shards": sum(r["damaged_shards"] for r in results),
+        # Samples after the damage in damaged input shards; a lower bound (one per shard) unless lost_exact.
+        "lost_samples": sum(r["lost_samples"] for r in results),
+        "lost_exact": not any(r["unknown_losses"] for r in results),
         "skipped": sum(r["skipped"] for r in results),
         "shards": len(todo),
         "kept": len(urls) - len(todo),
@@ -266,9 +291,20 @@ def cache_latents(
         "posterior": "latents.npy = scaled mean, latents_std.npy = scaled std",
         "text_states": bool(text and has_text_encoder(vae_folder)),
         "flipped_copy": flip,
+        # Every output shard's sample count, so that a reader of the cache counts what a damaged copy lost
+        # (text2earth.io.shards); shards kept from an earlier run are counted from their headers.
+        SHARD_SAMPLES_KEY: {t.name: n for t in targets if (n := shard_samples.get(t.name, _counted(t))) is not None},
     }
     write_atomic(out / MANIFEST, json.dumps(manifest, indent=2).encode())
     return counts
+
+
+def _counted(shard: Path) -> int | None:
+    """A kept output shard's sample count from its headers; ``None`` (left out) when it cannot be read."""
+    try:
+        return count_shard_samples(shard)
+    except SHARD_READ_ERRORS:
+        return None
 
 
 def has_text_encoder(folder: str | Path) -> bool:

@@ -78,9 +78,11 @@ def collect(shards: Any) -> dict[str, Any]:
         "shards": len(urls),
         "samples": samples,
         "skipped": bad,
-        # A damaged shard (truncated, not a tar) is read up to the damage; how many samples came after it
-        # is unknowable from the file, so it is counted as a damaged shard, not as one skipped sample.
-        "damaged_shards": skips.count - bad,
+        # A damaged shard (truncated, not a tar) is read up to the damage; the samples after it are counted
+        # from the count its writer recorded in the manifest beside it, else as one (a lower bound).
+        "damaged_shards": skips.damaged_shards,
+        "lost_samples": skips.count - bad,
+        "lost_exact": skips.unknown_losses == 0,
         "lat": np.array(lats),
         "lon": np.array(lons),
         "levels": levels,
@@ -259,6 +261,8 @@ def dataset_stats(shards: Any, out_dir: str | Path, cell_degrees: float = 2.0) -
         "samples": data["samples"],
         "skipped": data["skipped"],
         "damaged_shards": data["damaged_shards"],
+        "lost_samples": data["lost_samples"],  # in the damaged shards; a lower bound unless lost_exact
+        "lost_exact": data["lost_exact"],
         "located": int(lat.size),
         "bounds": None
         if lat.size == 0

@@ -43,12 +43,13 @@ import webdataset as wds
 from lightning import LightningDataModule
 from torch.utils.data import DataLoader, get_worker_info
 from webdataset.autodecode import Decoder
+from webdataset.tariterators import group_by_keys, tar_file_expander, url_opener
 from webdataset.utils import PipelineStage, pytorch_worker_info
 
 from text2earth.core.resolution import UNKNOWN_LEVEL, check_level, gsd_to_level, level_to_gsd
 from text2earth.core.seeding import seeded_generator, stream_seed
 from text2earth.io.images import decode_rgb, normalise_uint8, to_tensor
-from text2earth.io.shards import expand_shards
+from text2earth.io.shards import ShardDamaged, expand_shards
 from text2earth.models.conditioning import tokenize
 from text2earth.models.masks import MaskGenerator
 
@@ -70,23 +71,89 @@ STREAM_KEY = "stream_pos"  # batch entry: (worker, epoch, raw samples read, samp
 class SkipCounter:
     """A webdataset exception handler: log a warning, count the skip, carry on.
 
-    The count lives in shared memory so that skips inside DataLoader worker processes are seen by
-    the main process (``count``).
+    A ``ShardDamaged`` (a shard cut short) counts the samples it lost (see ``text2earth.io.shards``), or one
+    when its writer recorded no count; every other error is one skipped sample. The counts live in shared
+    memory so that skips inside DataLoader worker processes are seen by the main process (``count``).
     """
 
     def __init__(self) -> None:
         self._value = multiprocessing.Value("i", 0)
+        self._shards = multiprocessing.Value("i", 0)  # damaged shards
+        self._unknown = multiprocessing.Value("i", 0)  # damaged shards whose loss is not known (counted 1)
 
     def __call__(self, exn: BaseException) -> bool:
+        damaged = isinstance(exn, ShardDamaged)
         with self._value.get_lock():
-            self._value.value += 1
+            self._value.value += exn.counted if damaged else 1
             n = self._value.value
-        log.warning("skipped a corrupt sample (%d so far): %s", n, _describe(exn))
+        if damaged:
+            with self._shards.get_lock():
+                self._shards.value += 1
+            if exn.lost is None:
+                with self._unknown.get_lock():
+                    self._unknown.value += 1
+            log.warning("skipped the rest of a damaged shard (%d samples skipped so far): %s", n, exn.describe())
+        else:
+            log.warning("skipped a corrupt sample (%d so far): %s", n, _describe(exn))
         return True
 
     @property
     def count(self) -> int:
+        """Samples skipped: corrupt ones, and those lost in damaged shards (at least one per shard)."""
         return int(self._value.value)
+
+    @property
+    def damaged_shards(self) -> int:
+        return int(self._shards.value)
+
+    @property
+    def unknown_losses(self) -> int:
+        """Damaged shards without a recorded sample count: each is counted as one lost sample, a lower bound."""
+        return int(self._unknown.value)
+
+
+class CountedShardSamples(PipelineStage):
+    """Shard dicts (``{"url": ...}``) -> raw samples, as webdataset's ``tarfile_to_samples``, but a shard cut
+    short is reported to ``skips`` once, as a ``ShardDamaged`` that knows how many samples it lost.
+
+    webdataset's own stage calls the handler once or twice per damaged shard and cannot know what was
+    lost; here each shard is read on its own, so the samples delivered before the damage are counted. The
+    last one delivered may be the sample the damage cut into: like any sample it is decoded downstream, and
+    one that lacks its image or caption is a counted corrupt sample there, so skipped + used = expected.
+    """
+
+    def __init__(self, skips: Any) -> None:
+        self.skips = skips
+
+    def run(self, src: Iterator[dict]) -> Iterator[dict]:
+        errors: list[BaseException] = []
+
+        def hold(exn: BaseException) -> bool:  # opening or reading the tar failed: the shard is damaged
+            errors.append(exn)
+            return True
+
+        for shard in src:
+            errors.clear()
+            delivered = 0
+            files = tar_file_expander(url_opener([dict(shard)], handler=hold), handler=hold)
+            for sample in group_by_keys(files, handler=self.skips):  # a duplicate member: one bad sample
+                delivered += 1
+                yield sample
+            if errors:
+                self.skips(ShardDamaged(shard["url"], delivered, errors[0]))
+
+
+def shard_source(urls: list[str], skips: Any, shardshuffle: int | bool, seed: int) -> list[Any]:
+    """The stages of ``wds.WebDataset(urls, handler=skips, shardshuffle=..., detshuffle=True, seed=seed,
+    nodesplitter=split_by_node, workersplitter=split_by_worker)`` (the same shards in the same order), with
+    the shards read by ``CountedShardSamples`` so that a damaged shard counts the samples it lost."""
+    return [
+        wds.SimpleShardList(urls),
+        wds.split_by_node,
+        wds.split_by_worker,
+        wds.detshuffle(shardshuffle, seed=seed),
+        CountedShardSamples(skips),
+    ]
 
 
 def _describe(exn: BaseException) -> str:
@@ -590,24 +657,12 @@ class ShardDataModule(LightningDataModule):
     def make_dataset(self, urls: list[str], train: bool) -> wds.DataPipeline:
         """The webdataset pipeline for ``urls`` (train: shuffled shards and samples, random flips)."""
         if train and self.samples_per_epoch:
-            source: list[Any] = [
+            stages: list[Any] = [
                 wds.ResampledShards(urls, seed=self.seed, deterministic=True),
-                wds.tarfile_to_samples(handler=self.skips),
+                CountedShardSamples(self.skips),
             ]
         else:
-            source = [
-                wds.WebDataset(
-                    urls,
-                    handler=self.skips,
-                    shardshuffle=min(len(urls), 100) if train else False,
-                    detshuffle=True,
-                    seed=self.seed,
-                    nodesplitter=wds.split_by_node,
-                    workersplitter=wds.split_by_worker,
-                    empty_check=False,
-                )
-            ]
-        stages = list(source)
+            stages = shard_source(urls, self.skips, min(len(urls), 100) if train else False, self.seed)
         if train and self.shuffle_buffer > 1:  # shuffle raw bytes: cheaper to hold than decoded tensors
             stages.append(_EpochShuffle(self.shuffle_buffer, self.seed))
         if train:

@@ -282,12 +282,18 @@ def test_resume_after_interruption(tiles, tmp_path):
     assert not list(parts.glob("000002-*")) and not list(parts.glob(".*.tmp"))  # the killed task left nothing
     kept = {p.name: p.stat().st_ino for p in parts.glob("00000[01]-*.tar")}
     assert len(kept) == 4
+    # Task 0's marker as a version before per-part counts wrote it: its parts are counted from their headers.
+    marker = json.loads((parts / "000000.json").read_text())
+    assert marker.pop("part_samples") == [3, 2]  # 5 rows, shards of 3
+    (parts / "000000.json").write_text(json.dumps(marker))
     manifest = convert(source, tmp_path / "o", **args)
     assert manifest["samples"] == 24 and not parts.exists()
+    counted = {name: sum(1 for _ in read_shard_samples(tmp_path / "o" / name)) for name in manifest["shards"]}
+    assert manifest["shard_samples"] == counted and sum(counted.values()) == 24
     finals = {p.stat().st_ino for p in (tmp_path / "o").glob("train-*.tar")}
     assert set(kept.values()) <= finals  # renamed, not rewritten
     fresh = convert(source, tmp_path / "fresh", **args)
-    assert fresh["shards"] == manifest["shards"]
+    assert fresh["shards"] == manifest["shards"] and fresh["shard_samples"] == counted
     for name in manifest["shards"]:
         assert (tmp_path / "o" / name).read_bytes() == (tmp_path / "fresh" / name).read_bytes()
 

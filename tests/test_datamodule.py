@@ -14,6 +14,7 @@ import PIL.Image
 import pytest
 import torch
 import webdataset as wds
+from damaged import damaged_copy, drop_recorded_counts, first_member_offset
 from oracles import shard_datamodule
 
 from data_modules.embedded import embedded_missing
@@ -178,8 +179,12 @@ def test_corrupt_member_is_skipped_and_counted(tmp_path, some_samples, caplog):
         s["__key__"] for s in some_samples[10:12]
     ]
     assert keys[:8] == expected[:8] and keys[-2:] == expected[-2:]  # nothing after the bad samples was lost
-    assert dm.skipped_samples >= 3  # the bad image, the missing caption, the truncated shard
-    assert sum("skipped a corrupt sample" in r.getMessage() for r in caplog.records) == dm.skipped_samples
+    # The bad image, the missing caption, the truncated shard's first sample (cut after its .json: no image)
+    # and the rest of that shard, which no manifest counts: one.
+    assert dm.skipped_samples == 4 and dm.skips.damaged_shards == 1 and dm.skips.unknown_losses == 1
+    messages = [r.getMessage() for r in caplog.records]
+    assert sum("skipped a corrupt sample" in m for m in messages) == 3
+    assert sum("damaged shard" in m and "at least 1 lost" in m for m in messages) == 1
 
 
 def test_skips_are_counted_across_workers(tmp_path, some_samples):
@@ -190,6 +195,42 @@ def test_skips_are_counted_across_workers(tmp_path, some_samples):
     dm.setup("fit")
     keys = [k for batch in dm.train_dataloader() for k in batch["key"]]
     assert len(keys) == 7 and dm.skipped_samples == 1
+
+
+def _read_val(folder: Path, num_workers: int) -> tuple[list[str], ShardDataModule]:
+    spec = f"{folder}/val-*.tar"
+    dm = ShardDataModule(train_shards=spec, val_shards=spec, batch_size=8, num_workers=num_workers)
+    dm.setup("fit")
+    return [k for batch in dm.val_dataloader() for k in batch["key"]], dm
+
+
+def test_truncated_shard_counts_every_sample_it_lost(embedded_small, tmp_path):
+    """A shard cut to half its size, read by two DataLoader workers: every sample the builder wrote is either
+    in a batch or counted as skipped (the manifest's shard_samples says how many the shard held)."""
+    folder, recorded = damaged_copy(Path(embedded_small), tmp_path / "damaged", lambda b: len(b) // 2)
+    keys, dm = _read_val(folder, num_workers=2)
+    assert len(keys) == len(set(keys))
+    assert dm.skipped_samples == sum(recorded.values()) - len(keys)
+    assert dm.skips.damaged_shards == 1 and dm.skips.unknown_losses == 0
+    intact = [s["__key__"] for s in read_shard_samples(folder / "val-000001.tar")]
+    assert set(intact) <= set(keys)  # the other shard is whole: every skip is the cut shard's
+    assert recorded["val-000000.tar"] // 4 < dm.skipped_samples < recorded["val-000000.tar"]  # about half of it
+
+
+def test_truncated_shard_with_an_old_manifest_counts_one(embedded_small, tmp_path):
+    """Cut inside sample 5's first member: samples 0-4 are read whole. With the recorded count, the rest of the
+    shard is counted; a manifest without shard_samples (written before it existed) still works: one skip."""
+    shard = Path(embedded_small) / "val-000000.tar"
+    cut = first_member_offset(shard, 5) + 100
+    folder, recorded = damaged_copy(Path(embedded_small), tmp_path / "counted", lambda _b: cut)
+    keys, dm = _read_val(folder, num_workers=0)
+    whole = sum(recorded.values())
+    assert len(keys) == whole - recorded["val-000000.tar"] + 5
+    assert dm.skipped_samples == recorded["val-000000.tar"] - 5 == whole - len(keys)
+
+    drop_recorded_counts(folder)
+    old_keys, old = _read_val(folder, num_workers=0)
+    assert old_keys == keys and old.skipped_samples == 1 and old.skips.unknown_losses == 1
 
 
 def test_cached_latents_are_passed_through(tmp_path, some_samples):

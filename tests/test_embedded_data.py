@@ -62,6 +62,7 @@ def test_shard_files_and_manifest(embedded_shards, samples):
     for split in ("train", "val"):  # at least two equal-sized shards per split (fair to two workers)
         sizes = [sum(1 for _ in read_shard_samples(p)) for p in sorted(folder.glob(f"{split}-*.tar"))]
         assert len(sizes) >= 2 and max(sizes) - min(sizes) <= 1 and max(sizes) <= 1000, sizes
+        assert [manifest["shard_samples"][name] for name in manifest["shards"][split]] == sizes  # for readers
     counted = Counter(split for split, *_ in samples)
     assert dict(counted) == manifest["counts"]["split"]
     assert 2500 <= counted["train"] <= 3600, counted  # "about 3,000 train tiles"

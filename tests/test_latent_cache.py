@@ -1,12 +1,16 @@
 """Latent cache round trip on real tiles: cached latents equal the VAE path and feed training."""
 
 import json
+from pathlib import Path
 
 import pytest
 import torch
+from damaged import damaged_copy
 
 from data_modules.latent_cache import cache_latents
 from data_modules.webdataset_datamodule import ShardDataModule
+from text2earth.cli.main import main
+from text2earth.io.shards import read_shard_samples
 from text2earth.models.components import build_from_preset
 from text2earth.models.conditioning import encode_text
 
@@ -156,3 +160,29 @@ def test_module_samples_the_cached_posterior_and_trains(embedded_small, tmp_path
     module.diffusion_loss(batch, drop=True).backward()
     opt.step()
     assert any(not torch.equal(p0, p) for p0, p in zip(before, module.unet.parameters(), strict=True))
+
+
+def test_cache_cli_counts_what_a_truncated_shard_lost_and_records_its_own_counts(embedded_small, tmp_path, capsys):
+    """Input: a shard cut to half its size, whose manifest records its count: the samples after the damage are
+    counted. Output: latent_cache.json records every cache shard's count, so a truncated copy of the cache
+    is counted the same way by the DataModule."""
+    folder, recorded = damaged_copy(Path(embedded_small), tmp_path / "d", lambda b: len(b) // 2)
+    vae = build_from_preset("tiny").vae.eval()
+    vae.save_pretrained(tmp_path / "vae")
+    cache = tmp_path / "cache"
+    argv = ["data", "cache-latents", f"{folder}/val-*.tar", "--model", str(tmp_path / "vae"), "--batch-size", "16"]
+    assert main([*argv, "--out", str(cache)]) == 0
+    report = json.loads((cache / "latent_cache.json").read_text())
+    lost = sum(recorded.values()) - report["samples"]
+    assert recorded["val-000000.tar"] // 4 < lost < recorded["val-000000.tar"] and report["skipped"] == 0
+    assert (report["damaged_shards"], report["lost_samples"], report["lost_exact"]) == (1, lost, True)
+    assert f"damaged shards 1 ({lost} samples lost)" in capsys.readouterr().out
+
+    written = {p.name: sum(1 for _ in read_shard_samples(p)) for p in sorted(cache.glob("val-*.tar"))}
+    assert report["shard_samples"] == written and sum(written.values()) == report["samples"]
+    whole = (cache / "val-000001.tar").read_bytes()
+    (cache / "val-000001.tar").write_bytes(whole[: len(whole) // 2])
+    dm = ShardDataModule(f"{cache}/val-*.tar", f"{cache}/val-*.tar", batch_size=8, num_workers=0)
+    dm.setup("fit")
+    keys = [k for batch in dm.val_dataloader() for k in batch["key"]]
+    assert written["val-000001.tar"] // 4 < dm.skipped_samples == report["samples"] - len(keys)

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import numpy as np
 import PIL.Image
 import webdataset as wds
+from damaged import damaged_copy, drop_recorded_counts
 
 from data_modules.stats import BACKGROUND, LAND, dataset_stats
 from text2earth.cli.main import main
@@ -57,3 +59,22 @@ def test_stats_numbers_and_pictures(tmp_path):
 def test_stats_cli(tmp_path, capsys):
     assert main(["data", "stats", str(tmp_path / "none-*.tar"), "--out", str(tmp_path / "o")]) == 2
     assert "no shards match" in capsys.readouterr().err
+
+
+def test_stats_cli_counts_what_a_truncated_shard_lost(embedded_small, tmp_path, capsys):
+    """A shard cut to half its size: the samples after the damage are counted from the manifest's shard_samples;
+    with a manifest from before that key, the damage counts one, said as "at least"."""
+    folder, recorded = damaged_copy(Path(embedded_small), tmp_path / "d", lambda b: len(b) // 2)
+    whole = sum(recorded.values())
+    assert main(["data", "stats", f"{folder}/val-*.tar", "--out", str(tmp_path / "o")]) == 0
+    summary = json.loads((tmp_path / "o" / "stats.json").read_text())
+    lost = whole - summary["samples"]
+    assert recorded["val-000000.tar"] // 4 < lost < recorded["val-000000.tar"] and summary["skipped"] == 0
+    assert (summary["damaged_shards"], summary["lost_samples"], summary["lost_exact"]) == (1, lost, True)
+    assert f"1 damaged shards read up to the damage, {lost} samples lost)" in capsys.readouterr().out
+
+    drop_recorded_counts(folder)
+    assert main(["data", "stats", f"{folder}/val-*.tar", "--out", str(tmp_path / "old")]) == 0
+    old = json.loads((tmp_path / "old" / "stats.json").read_text())
+    assert old["samples"] == summary["samples"] and (old["lost_samples"], old["lost_exact"]) == (1, False)
+    assert "1 damaged shards read up to the damage, at least 1 sample lost)" in capsys.readouterr().out

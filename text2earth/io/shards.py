@@ -2,6 +2,9 @@
 
 ``read_shard_samples`` / ``iter_samples`` are for tools, evaluation and tests that walk shards in file order;
 training streams through webdataset pipelines (split by node and worker, shuffled) instead.
+
+Damaged shards: the writers record each shard's sample count in their manifest (``shard_samples``), so a
+reader that meets a truncated shard counts the samples it lost (``ShardDamaged``), not one per shard.
 """
 
 from __future__ import annotations
@@ -143,6 +146,100 @@ def read_shard_samples(url: str | Path) -> Iterator[dict[str, Any]]:
         yield current
 
 
+def count_shard_samples(path: str | Path) -> int:
+    """The number of samples in a local shard, from its member headers (no member data is read)."""
+    keys = 0
+    previous = None
+    with tarfile.open(path) as tar:
+        for member in tar:
+            if not member.isfile():
+                continue
+            key = os.path.basename(member.name).partition(".")[0]  # grouped as read_shard_samples does
+            if key != previous:
+                keys, previous = keys + 1, key
+    return keys
+
+
+# -- damaged shards: how many samples did a shard lose -----------------------------------------------
+# What reading a damaged shard raises (truncated, not a tar, unreadable); anything else is a bug or a bad sample.
+SHARD_READ_ERRORS: tuple[type[BaseException], ...] = (tarfile.TarError, OSError, EOFError)
+SHARD_SAMPLES_KEY = "shard_samples"
+# The files a writer leaves beside its shards that record per-shard counts: ``data convert`` and the embedded
+# builder write manifest.json, ``data cache-latents`` latent_cache.json.
+COUNT_MANIFESTS = ("manifest.json", "latent_cache.json")
+
+_counts_cache: dict[str, tuple[tuple, dict[str, int]]] = {}
+
+
+def _folder_counts(folder: str) -> dict[str, int]:
+    """``{absolute shard path: samples}`` from the manifests in ``folder``, read once per folder (and again
+    only when a manifest there changes)."""
+    stamps = []
+    for name in COUNT_MANIFESTS:
+        try:
+            st = os.stat(os.path.join(folder, name))
+            stamps.append((name, st.st_mtime_ns, st.st_size))
+        except OSError:
+            stamps.append((name, None, None))
+    signature = tuple(stamps)
+    cached = _counts_cache.get(folder)
+    if cached is not None and cached[0] == signature:
+        return cached[1]
+    counts: dict[str, int] = {}
+    for name, mtime, _size in stamps:
+        if mtime is None:
+            continue
+        try:
+            recorded = json.loads(Path(folder, name).read_text(encoding="utf-8")).get(SHARD_SAMPLES_KEY)
+        except (OSError, ValueError, AttributeError):
+            continue  # an unreadable or foreign manifest says nothing about counts: fall back to "at least one"
+        if not isinstance(recorded, dict):
+            continue  # a manifest written before shard_samples existed
+        for shard, n in recorded.items():
+            if isinstance(shard, str) and isinstance(n, int) and not isinstance(n, bool) and n >= 0:
+                counts.setdefault(os.path.normpath(os.path.join(folder, shard)), n)
+    _counts_cache[folder] = (signature, counts)
+    return counts
+
+
+def expected_samples(url: str | Path) -> int | None:
+    """The sample count the writer recorded for shard ``url`` (``shard_samples`` of a manifest in the shard's
+    own folder), or ``None`` when none is recorded (remote shards, shards without a manifest, old manifests)."""
+    url = str(url)
+    if _is_remote(url):
+        return None
+    path = os.path.normpath(os.path.abspath(url))
+    return _folder_counts(os.path.dirname(path)).get(path)
+
+
+class ShardDamaged(Exception):
+    """A shard that could not be read to its end, passed to skip handlers in place of the read error.
+
+    ``delivered``: the samples the reader delivered from it before the damage (``read_shard_samples`` never
+    delivers the sample the damage cut into); ``lost``: ``expected - delivered`` when the shard's count is
+    recorded, else ``None`` (unknown: at least one); ``counted``: what a skip counter adds, ``lost`` or 1.
+    """
+
+    def __init__(self, url: str, delivered: int, cause: BaseException) -> None:
+        self.url, self.delivered, self.cause = str(url), delivered, cause
+        self.expected = expected_samples(url)
+        # A manifest older than the shard could record fewer samples than were read: nothing provably lost.
+        self.lost = None if self.expected is None else max(0, self.expected - delivered)
+        super().__init__(self.describe())
+
+    @property
+    def counted(self) -> int:
+        return 1 if self.lost is None else self.lost
+
+    def describe(self) -> str:
+        cause = f"{type(self.cause).__name__}: {self.cause}"[:300]
+        if self.lost is None:
+            what = f"{self.delivered} samples read, at least 1 lost (no manifest beside it records its count)"
+        else:
+            what = f"{self.delivered} of its {self.expected} samples read, {self.lost} lost"
+        return f"shard {self.url} is damaged ({cause}): {what}"
+
+
 def iter_samples(
     spec: str | Path | Iterable[str | Path],
     split: str | None = None,
@@ -150,12 +247,16 @@ def iter_samples(
 ) -> Iterator[dict[str, Any]]:
     """Raw samples of every shard ``spec`` names (see ``expand_shards``), shard after shard, in file order.
 
-    A shard that cannot be read (truncated, not a tar) raises, unless ``handler(exc)`` returns True:
-    then the rest of that shard is skipped (a counted skip, as webdataset's handlers do).
+    A shard that cannot be read (truncated, not a tar) raises, unless ``handler`` is given and
+    ``handler(ShardDamaged(...))`` returns True: then the rest of that shard is skipped, and the handler
+    (a skip counter) is told how many samples it lost.
     """
     for url in expand_shards(spec, split=split):
+        delivered = 0
         try:
-            yield from read_shard_samples(url)
-        except (tarfile.TarError, OSError, EOFError) as exc:
-            if handler is None or not handler(exc):
+            for sample in read_shard_samples(url):
+                delivered += 1
+                yield sample
+        except SHARD_READ_ERRORS as exc:
+            if handler is None or not handler(ShardDamaged(url, delivered, exc)):
                 raise
