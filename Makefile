@@ -76,13 +76,17 @@ demo: install ## train the tiny model briefly on CPU, sample the shipped demo mo
 
 # The recipe of the shipped demo model. Long on CPU (see weights/demo/RECIPE.md for the measured time).
 DEMO_AE_STEPS ?= 600
-DEMO_UNET_STEPS ?= 2000
-# DEMO_TEXT_ENCODER=weights/rsclip_tiny: the text tower trained with the sigmoid loss instead of the random one.
-DEMO_TEXT_ENCODER ?=
-demo-train: install ## the recipe that trained the shipped demo model (weights/demo; DEMO_AE_STEPS, DEMO_UNET_STEPS, DEMO_TEXT_ENCODER)
-	rm -rf outputs/demo_train
+DEMO_UNET_STEPS ?= 3000
+# The text tower of the tiny image-text model trained with the sigmoid loss (make rsclip-train); empty: the
+# random frozen tiny CLIP text tower of the preset.
+DEMO_TEXT_ENCODER ?= weights/rsclip_tiny
+# DEMO_VAE=weights/demo/vae: reuse that autoencoder (its recipe comes along) instead of training stage 1.
+DEMO_VAE ?=
+demo-train: install ## the recipe that trained the shipped demo model (weights/demo; DEMO_AE_STEPS, DEMO_UNET_STEPS, DEMO_TEXT_ENCODER, DEMO_VAE)
+	rm -rf outputs/demo_train && mkdir -p outputs/demo_train
+	$(if $(DEMO_VAE),cp -r $(DEMO_VAE) outputs/demo_train/vae && cp $(DEMO_VAE)/../recipe.json outputs/demo_train/vae_recipe.json,\
 	$(T2E) train experiment=demo_autoencoder trainer.max_steps=$(DEMO_AE_STEPS) \
-		export_dir=outputs/demo_train/vae hydra.run.dir=outputs/demo_train/autoencoder
+		export_dir=outputs/demo_train/vae hydra.run.dir=outputs/demo_train/autoencoder)
 	$(T2E) data cache-latents 'data/embedded/*.tar' --model outputs/demo_train/vae --out outputs/demo_train/latents
 	$(T2E) train experiment=demo trainer.max_steps=$(DEMO_UNET_STEPS) \
 		model.components.vae_folder=outputs/demo_train/vae \
@@ -90,7 +94,8 @@ demo-train: install ## the recipe that trained the shipped demo model (weights/d
 		data.train_shards='outputs/demo_train/latents/train-*.tar' data.val_shards='outputs/demo_train/latents/val-*.tar' \
 		export_dir=outputs/demo_train/model hydra.run.dir=outputs/demo_train/unet
 	$(PY) -m scripts.demo_recipe --run outputs/demo_train --out $(DEMO_MODEL) \
-		--ae-steps $(DEMO_AE_STEPS) --unet-steps $(DEMO_UNET_STEPS)
+		--ae-steps $(DEMO_AE_STEPS) --unet-steps $(DEMO_UNET_STEPS) \
+		$(if $(DEMO_TEXT_ENCODER),--text-encoder $(DEMO_TEXT_ENCODER)) $(if $(DEMO_VAE),--vae $(DEMO_VAE))
 
 ENHANCE_MODEL := weights/enhance/rrdbnet_x2_small.safetensors
 ENHANCE_RUN := outputs/enhance/run
@@ -179,10 +184,12 @@ translate-train: install ## the recipe of the shipped translators and NIR/PAN Lo
 		OMP_NUM_THREADS=1 $(T2E) train experiment=$$exp $(TRANSLATE_ARGS) +trainer.max_time=00:00:$(TRANSLATE_MINUTES_2):00 \
 			hydra.run.dir=$(TRANSLATE_RUN)/$$exp export_dir=$(TRANSLATE_RUN)/$$exp/export > $(TRANSLATE_RUN)/$$exp.log 2>&1 & \
 	done; wait
-	rm -rf weights/translate weights/demo/lora && mkdir -p weights/translate weights/demo/lora
+	# The recipe beside the translators stays (it is written by hand from the runs' logs).
+	find weights/translate -mindepth 1 -maxdepth 1 -type d -exec rm -rf {} + ; rm -rf weights/demo/lora
 	# Shipped: the real-pair translators (11 MB each); SR and dehazing stay in $(TRANSLATE_RUN) (README table).
-	for task in pan2rgb nir2rgb pan2nir; do cp -r $(TRANSLATE_RUN)/translate_$$task/export weights/translate/$$task; done
-	for m in nir pan; do cp -r $(TRANSLATE_RUN)/cross_modal_$$m/export weights/demo/lora/$$m; done
+	for task in pan2rgb nir2rgb pan2nir; do \
+		$(PY) -m scripts.ship_variant $(TRANSLATE_RUN)/translate_$$task/export weights/translate/$$task; done
+	for m in nir pan; do $(PY) -m scripts.ship_variant $(TRANSLATE_RUN)/cross_modal_$$m/export weights/demo/lora/$$m; done
 
 demo-translate: install ## shipped translators on held-out tiles (PSNR/SSIM table, strips) + text-to-NIR/PAN
 	$(PY) -m scripts.demo_translate --model $(DEMO_MODEL) --out outputs/demo_translate
@@ -232,3 +239,5 @@ caption-control: install ## per prompt class: generated tiles of CAPTION_MODEL t
 	test -d data/embedded || $(T2E) data build-embedded --out data/embedded
 	OMP_NUM_THREADS=1 $(PY) -m scripts.caption_control --model $(CAPTION_MODEL) --classifier $(RSCLIP_MODEL) \
 		--n 16 --out outputs/caption_control/$(notdir $(CAPTION_MODEL))
+	$(if $(filter $(DEMO_MODEL),$(CAPTION_MODEL)),$(PY) -m scripts.figures caption_control \
+		outputs/caption_control/demo/caption_control.json)

@@ -27,6 +27,7 @@ DEFAULT_PROMPTS = [
 ]
 # The Sentinel-2 ladder of the embedded data: 160, 80, 40, 20 and 10 m per pixel.
 DEFAULT_GSDS = [160.0, 80.0, 40.0, 20.0, 10.0]
+LEVEL_GUIDANCE = 8.0
 
 
 def real_tiles_by_gsd(
@@ -54,6 +55,7 @@ def render(
     steps: int = 50,
     guidance: float = 4.0,
     seed: int = 0,
+    level_guidance: float | None = None,
 ) -> Path:
     from text2earth.core.resolution import gsd_to_level
     from text2earth.pipelines.text2img import Text2EarthPipeline
@@ -69,6 +71,7 @@ def render(
             level=levels,
             num_inference_steps=steps,
             guidance_scale=guidance,
+            level_guidance_scale=level_guidance,
             generator=generators,
         )
         rows.append(out.images)
@@ -89,6 +92,7 @@ def render(
             "seed": str(seed),
             "steps": str(steps),
             "guidance": f"{guidance:g}",
+            "level_guidance": "none" if level_guidance is None else f"{level_guidance:g}",
         },
     )
     return path
@@ -105,6 +109,8 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=50)
     parser.add_argument("--guidance", type=float, default=4.0)
     parser.add_argument("--seed", type=int, default=0)
+    # The level's own guidance scale: at 8 the demo's resolutions separate (README "Resolution fidelity").
+    parser.add_argument("--level-guidance", type=float, default=LEVEL_GUIDANCE)
     args = parser.parse_args()
     path = render(
         args.model,
@@ -115,6 +121,7 @@ def main() -> None:
         args.steps,
         args.guidance,
         args.seed,
+        args.level_guidance,
     )
     info = (
         json.loads((Path(args.model) / "recipe.json").read_text())

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import subprocess
@@ -82,3 +83,32 @@ def test_regular_install_finds_configs_and_weights(tmp_path):
     assert (Path(pan2rgb) / "controlnet" / "diffusion_pytorch_model.safetensors").is_file()
     # The environment running the tests keeps its own install (the console script included).
     assert (Path(sys.executable).parent / "text2earth").is_file()
+
+
+def test_every_shipped_variant_names_a_base_model_that_exists():
+    infos = sorted(weights_dir().glob("translate/*/translate.json")) + sorted(
+        weights_dir().glob("demo/lora/*/lora.json")
+    )
+    assert len(infos) >= 5
+    for info in infos:
+        base = (info.parent / json.loads(info.read_text())["base_model"]).resolve()
+        assert base == shipped("demo").resolve(), f"{info}: base_model points at {base}"
+
+
+def test_ship_variant_re_points_the_relative_base_model(tmp_path):
+    from scripts.ship_variant import ship
+
+    base = tmp_path / "weights" / "demo"
+    base.mkdir(parents=True)
+    export = tmp_path / "outputs" / "run" / "task" / "export"
+    export.mkdir(parents=True)
+    (export / "translate.json").write_text(json.dumps({"task": "pan2rgb", "base_model": "../../../../weights/demo"}))
+    (export / "controlnet").mkdir()
+    (export / "controlnet" / "config.json").write_text("{}")
+    shipped_to = ship(export, tmp_path / "weights" / "translate" / "pan2rgb")
+    info = json.loads((shipped_to / "translate.json").read_text())
+    assert info["base_model"] == "../../demo"
+    assert (shipped_to / info["base_model"]).resolve() == base.resolve()
+    assert (shipped_to / "controlnet" / "config.json").is_file()
+    # A copy that kept the export's own relative path would point nowhere.
+    assert not (shipped_to / "../../../../weights/demo").resolve().is_dir()

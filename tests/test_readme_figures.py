@@ -2,9 +2,11 @@
 (written by the make target that measures it, see ``scripts/figures.py``), within the stated tolerance."""
 
 import json
+import re
 from pathlib import Path
 
 import pytest
+from PIL import Image
 from readme import readme_figures
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -40,3 +42,33 @@ def test_a_wrong_figure_is_caught(tmp_path):
         pytest.approx(0.05),
     )
     assert (second.value, second.allowed) == (42, pytest.approx(0.84))
+
+
+def _readme_images(readme: Path) -> list[Path]:
+    return [readme.parent / p for p in re.findall(r"!\[[^\]]*\]\(([^)\s]+)\)", readme.read_text())]
+
+
+def test_every_image_the_readme_shows_exists_and_decodes():
+    # A byte edit of a PNG (a path replaced inside a text chunk) once left one that no viewer opens.
+    images = _readme_images(ROOT / "README.md")
+    assert len(images) >= 10
+    broken = []
+    for path in images:
+        try:
+            with Image.open(path) as im:
+                im.load()
+        except (OSError, SyntaxError) as exc:
+            broken.append(f"{path.relative_to(ROOT)}: {exc}")
+    assert not broken, "\n".join(broken)
+
+
+def test_a_damaged_image_is_caught(tmp_path):
+    good = tmp_path / "good.png"
+    Image.new("RGB", (8, 8)).save(good)
+    data = good.read_bytes()
+    (tmp_path / "bad.png").write_bytes(data[: len(data) // 2])
+    (tmp_path / "README.md").write_text("![a](good.png) ![b](bad.png)\n")
+    first, second = _readme_images(tmp_path / "README.md")
+    Image.open(first).load()
+    with pytest.raises(OSError), Image.open(second) as im:
+        im.load()

@@ -17,6 +17,8 @@ ROWS = (
     ("clip", "clip_score", "CLIP score", "{:.2f}"),
     ("zsoa", "zero_shot_oa", "zero-shot OA %", "{:.2f}"),
     ("zsoa", "majority_class_oa", "  (always the commonest class: OA %)", "{:.2f}"),
+    ("resolution", "real_reconstructions.exact_acc", "level exact class, real reconstructions %", "{:.1f}"),
+    ("resolution", "generated.exact_acc", "level exact class, generated %", "{:.1f}"),
     ("resolution", "real_reconstructions.acc_within_0.5", "level acc. within 0.5, real reconstructions %", "{:.1f}"),
     ("resolution", "generated.acc_within_0.5", "level acc. within 0.5, generated %", "{:.1f}"),
     ("resolution", "real_reconstructions.mae_level", "mean abs. level error, real reconstructions", "{:.2f}"),
