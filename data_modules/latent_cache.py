@@ -49,7 +49,7 @@ from text2earth.io.shards import (
     ShardDamaged,
     count_shard_samples,
     expand_shards,
-    read_shard_samples,
+    iter_samples,
 )
 from text2earth.models.components import reading_weights
 from text2earth.models.conditioning import encode_text
@@ -172,15 +172,16 @@ def _cache_shard(
 def _readable_samples(url: str) -> Iterator[dict[str, Any] | ShardDamaged]:
     """The samples of a shard up to the first damage, then a ``ShardDamaged`` that says how many were lost
     (logged, and counted as in the DataModule)."""
-    delivered = 0
-    try:
-        for sample in read_shard_samples(url):
-            delivered += 1
-            yield sample
-    except SHARD_READ_ERRORS as exc:
-        damage = ShardDamaged(url, delivered, exc)
-        log.warning("%s: keeping the samples before the damage", damage.describe())
-        yield damage
+    damage: list[ShardDamaged] = []
+
+    def keep(exc: ShardDamaged) -> bool:  # the rest of the shard is skipped, the damage reported below
+        damage.append(exc)
+        return True
+
+    yield from iter_samples([url], handler=keep)
+    if damage:
+        log.warning("%s: keeping the samples before the damage", damage[0].describe())
+        yield damage[0]
 
 
 def _caption(sample: dict[str, Any]) -> str:

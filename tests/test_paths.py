@@ -112,3 +112,12 @@ def test_ship_variant_re_points_the_relative_base_model(tmp_path):
     assert (shipped_to / "controlnet" / "config.json").is_file()
     # A copy that kept the export's own relative path would point nowhere.
     assert not (shipped_to / "../../../../weights/demo").resolve().is_dir()
+
+
+def test_the_shipped_demo_carries_the_current_diffusers_pipeline():
+    # Every export writes the asset as pipeline.py (diffusers alone loads the folder with it): a stale copy
+    # in the shipped folder would sample differently from this package.
+    import text2earth
+
+    asset = Path(text2earth.__file__).parent / "assets" / "diffusers_pipeline.py"
+    assert (shipped("demo") / "pipeline.py").read_bytes() == asset.read_bytes()

